@@ -1,0 +1,119 @@
+"""The ``mdeberta`` command: one subcommand group per pipeline stage.
+
+Expected failures (bad input, bad settings) print one line naming the file or setting and exit
+with status 2; a stage that finished with failed shards exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .recipe import SettingsError, add_settings_arguments, build_settings, given_overrides
+
+EPILOG = "Run `mdeberta STAGE --help` for a stage's commands."
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34, width=100)
+
+
+def _corpus_prepare(args: argparse.Namespace) -> int:
+    from .corpora.prepare import CorpusStage
+    from .corpora.settings import CorpusSettings
+
+    overrides = given_overrides(args, CorpusSettings)
+    if args.inputs:
+        overrides["inputs"] = args.inputs
+    settings = build_settings(CorpusSettings, args.recipe, "corpus", overrides)
+    if (args.shard_index is None) != (args.num_shards is None):
+        raise SettingsError("--shard-index and --num-shards go together")
+    if args.shard_index is not None and not 0 <= args.shard_index < args.num_shards:
+        raise SettingsError(f"--shard-index must be in 0..{args.num_shards - 1}, got {args.shard_index}")
+    stage = CorpusStage(settings, args.out, progress=not args.no_progress)
+    return stage.run(args.shard_index, args.num_shards or 1, merge_only=args.merge, force=args.force)
+
+
+def _corpus_languages(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .corpora.langid import LanguageIdentifier
+    from .corpora.languages import CC100_TABLE, XNLI_LANGUAGES
+
+    table = pd.read_csv(CC100_TABLE, keep_default_na=False)
+    labels = LanguageIdentifier(args.lid_model).labels()
+    base = table.code.str.split(r"[_-]").str[0]
+    table["lid_label"] = [code if code in labels else "(none)" for code in base]
+    table["xnli"] = ["yes" if code in XNLI_LANGUAGES else "" for code in base]
+    print(table[["code", "name", "tokens_m", "size_gib", "download_xz", "lid_label", "xnli"]].to_markdown(index=False))
+    print("\nGroups for --langs: xnli (the 15 XNLI languages), cc100 (every CC-100 language the model labels).")
+    print("Languages may also be given by English name, e.g. --langs swahili,urdu.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .corpora.settings import CorpusSettings
+
+    parser = argparse.ArgumentParser(
+        prog="mdeberta", formatter_class=_Formatter, epilog=EPILOG,
+        description="Pretrain a multilingual DeBERTaV3 from raw web text, stage by stage.")
+    stages = parser.add_subparsers(title="commands", metavar="STAGE", required=True)
+
+    corpus = stages.add_parser("corpus", help="stage 1: raw text -> clean per-language shards",
+                               formatter_class=_Formatter, description="Stage 1: clean, deduplicate and "
+                               "language-identify CC100-style text into per-language Parquet shards.")
+    verbs = corpus.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    prepare = verbs.add_parser(
+        "prepare", formatter_class=_Formatter, help="clean, deduplicate and language-identify text",
+        description="Normalise, filter, deduplicate and language-identify text into "
+                    "OUT/<lang>/part-NNNNN.parquet with OUT/stats.json|csv and OUT/manifest.json.",
+        epilog="examples:\n"
+               "  mdeberta corpus prepare corpora/sample --out work/corpus --langs xnli\n"
+               "  mdeberta corpus prepare cc100/ --out corpus --shard-index $SLURM_ARRAY_TASK_ID --num-shards 64\n"
+               "  mdeberta corpus prepare cc100/ --out corpus --merge")
+    prepare.add_argument("inputs", nargs="*", metavar="INPUT",
+                         help="files or folders: CC100 text (.txt, .xz, .gz), JSONL, Parquet, a saved HF dataset")
+    prepare.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    prepare.add_argument("--recipe", metavar="TOML", help="recipe whose [corpus] section sets defaults")
+    run = prepare.add_argument_group("run control")
+    run.add_argument("--shard-index", type=int, metavar="I", help="clean only input shards with index %% N == I "
+                     "(one job of a cluster array); finish with --merge")
+    run.add_argument("--num-shards", type=int, metavar="N", help="number of jobs in the array")
+    run.add_argument("--merge", action="store_true", help="deduplicate and write shards cleaned by --shard-index jobs")
+    run.add_argument("--force", action="store_true", help="redo everything, even if up to date")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_arguments(prepare, CorpusSettings)
+    prepare.set_defaults(handler=_corpus_prepare)
+
+    languages = verbs.add_parser("languages", formatter_class=_Formatter,
+                                 help="list the languages --langs accepts, with CC-100 sizes",
+                                 description="The CC-100 languages with their sizes (XLM-R, Table 6), the "
+                                             "language-ID model's label for each, and the XNLI languages.")
+    languages.add_argument("--lid-model", metavar="PATH", help="language-ID model (default: lid.176.ftz)")
+    languages.set_defaults(handler=_corpus_languages)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .corpora.langid import LanguageIdError
+    from .corpora.languages import UnknownLanguageError
+    from .corpora.prepare import StageError
+    from .corpora.readers import InputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (SettingsError, InputError, StageError, LanguageIdError, UnknownLanguageError, ValueError) as err:
+        print(f"mdeberta: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mdeberta: interrupted; run the same command again to resume from the finished shards",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

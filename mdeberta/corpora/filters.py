@@ -1,0 +1,74 @@
+"""Paragraph and document quality rules. Each rule returns the reason it drops, or None.
+
+Word-based rules would reject every line of Chinese, Japanese or Thai, which are written without
+spaces between words; there a character counts as half a word (a Chinese word averages about two
+characters), so the same thresholds serve every script.
+
+The rules run on every paragraph of the corpus, so they use the cheapest primitives that are
+correct: stdlib ``re`` where a plain character range does, ``regex`` only for Unicode properties.
+Paragraphs reach them normalised, with single spaces between words.
+"""
+
+from __future__ import annotations
+
+import re
+
+import regex
+
+from .settings import CorpusSettings
+
+# Han, Kana, Thai, Lao, Myanmar, Khmer, Tibetan: scripts written without spaces between words.
+_UNSPACED = re.compile("[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff"
+                       "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+# A whitespace-separated token without a single letter: "|", "2023", "#4471", "+++".
+_NON_WORD_TOKEN = re.compile(r"(?:^| )(?:[^\w\s]|[\d_])+(?= |$)")
+# Anything but letters, combining marks (Indic and Thai vowel signs) and spaces.
+_NON_LETTER = regex.compile(r"[^\p{L}\p{M} ]")
+_LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
+
+
+def word_count(paragraph: str) -> float:
+    """Words with at least one letter; in unspaced scripts, half a word per character."""
+    spaced, unspaced = _UNSPACED.subn(" ", paragraph)
+    if unspaced:
+        spaced = " ".join(spaced.split())
+    words = spaced.count(" ") + 1 - len(_NON_WORD_TOKEN.findall(spaced)) if spaced.strip() else 0
+    return words + unspaced / 2
+
+
+class ParagraphFilter:
+    """The paragraph and document rules of one settings object, compiled once per process."""
+
+    def __init__(self, settings: CorpusSettings):
+        self.max_chars = settings.max_line_chars
+        self.min_words = settings.min_line_words
+        self.min_letter_ratio = settings.min_letter_ratio
+        self.min_doc_words = settings.min_doc_words
+        try:
+            self.boilerplate = [re.compile(p, re.IGNORECASE) for p in settings.boilerplate]
+        except re.error as err:
+            raise ValueError(f"boilerplate: invalid regular expression {err.pattern!r}: {err}") from None
+
+    def paragraph_reason(self, paragraph: str) -> str | None:
+        if len(paragraph) > self.max_chars:
+            return "line_too_long"
+        if any(p.search(paragraph) for p in self.boilerplate):
+            return "line_boilerplate"
+        visible = len(paragraph) - paragraph.count(" ")
+        if visible - _NON_LETTER.subn("", paragraph)[1] < self.min_letter_ratio * visible:
+            return "line_few_letters"
+        if word_count(paragraph) < self.min_words:
+            return "line_too_short"
+        return None
+
+    def document_reason(self, paragraphs: list[str]) -> str | None:
+        if not paragraphs:
+            return "doc_empty"
+        if any(_LOREM.search(p) for p in paragraphs):
+            return "doc_lorem_ipsum"
+        if self.too_short(paragraphs):
+            return "doc_too_short"
+        return None
+
+    def too_short(self, paragraphs: list[str]) -> bool:
+        return sum(word_count(p) for p in paragraphs) < self.min_doc_words

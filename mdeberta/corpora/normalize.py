@@ -1,0 +1,33 @@
+"""Unicode normalisation of raw web text into clean paragraphs.
+
+Order matters for idempotence: invisible characters are removed before NFC, so that a base
+letter and a combining mark that were kept apart by a zero-width space compose on the first pass.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import regex
+
+# Vertical separators become paragraph breaks, as str.splitlines would treat them.
+_LINE_BREAKS = str.maketrans({"\r": "\n", "\v": "\n", "\f": "\n", "\x1c": "\n", "\x1d": "\n",
+                              "\x1e": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"})
+# Controls (Cc), invisible format characters (Cf: zero-width space, BOM, soft hyphen, bidi marks)
+# and lone surrogates (Cs, which JSON escapes can produce and UTF-8 cannot encode).
+# ZWJ and ZWNJ are kept by default: they are spelling in Persian, Indic scripts and emoji.
+_INVISIBLE = regex.compile(r"[[\p{Cc}\p{Cf}\p{Cs}]--[\t\n\u200c\u200d]]", regex.V1)
+_INVISIBLE_AND_JOINERS = regex.compile(r"[[\p{Cc}\p{Cf}\p{Cs}]--[\t\n]]", regex.V1)
+
+
+def normalize_paragraphs(text: str, strip_joiners: bool = False) -> tuple[list[str], int]:
+    """Split ``text`` into normalised, non-empty paragraphs.
+
+    Returns the paragraphs and the number of invisible characters removed. Every paragraph is
+    NFC, has no control or zero-width characters, and has single spaces between words.
+    """
+    invisible = _INVISIBLE_AND_JOINERS if strip_joiners else _INVISIBLE
+    text, removed = invisible.subn("", text.translate(_LINE_BREAKS))
+    text = unicodedata.normalize("NFC", text)
+    paragraphs = [" ".join(line.split()) for line in text.split("\n")]
+    return [p for p in paragraphs if p], removed

