@@ -24,8 +24,8 @@ def _corpus_prepare(args: argparse.Namespace) -> int:
     from .corpora.settings import CorpusSettings
 
     overrides = given_overrides(args, CorpusSettings)
-    if args.inputs:
-        overrides["inputs"] = args.inputs
+    if args.input_paths:
+        overrides["inputs"] = args.input_paths
     settings = build_settings(CorpusSettings, args.recipe, "corpus", overrides)
     if (args.shard_index is None) != (args.num_shards is None):
         raise SettingsError("--shard-index and --num-shards go together")
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  mdeberta corpus prepare corpora/sample --out work/corpus --langs xnli\n"
                "  mdeberta corpus prepare cc100/ --out corpus --shard-index $SLURM_ARRAY_TASK_ID --num-shards 64\n"
                "  mdeberta corpus prepare cc100/ --out corpus --merge")
-    prepare.add_argument("inputs", nargs="*", metavar="INPUT",
+    prepare.add_argument("input_paths", nargs="*", metavar="INPUT",
                          help="files or folders: CC100 text (.txt, .xz, .gz), JSONL, Parquet, a saved HF dataset")
     prepare.add_argument("--out", required=True, metavar="DIR", help="output folder")
     prepare.add_argument("--recipe", metavar="TOML", help="recipe whose [corpus] section sets defaults")

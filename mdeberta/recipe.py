@@ -61,6 +61,16 @@ def _coerce(cls, name: str, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise SettingsError(f"{where}: '{name}' must be a list, got {value!r}")
         return value
+    if kind is dict:  # only per-language numbers so far: "sw=0.3,ur=0.4" or a TOML table
+        if isinstance(value, str):
+            try:
+                value = dict(item.split("=", 1) for item in value.split(",") if item.strip())
+            except ValueError:
+                raise SettingsError(f"{where}: '{name}' takes KEY=NUMBER pairs, got {value!r}") from None
+        try:
+            return {str(k).strip(): float(v) for k, v in dict(value).items()}
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: '{name}' takes KEY=NUMBER pairs, got {value!r}") from None
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -126,7 +136,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str
         flag = "--" + f.name.replace("_", "-")
         kind = types_[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = ",".join(default) if isinstance(default, list) else default
+        shown = ",".join(map(str, default)) if isinstance(default, (list, dict)) else default
         help_ = f.metadata["help"]
         if "default" not in help_:
             help_ += f" (default: {shown if shown not in (None, '', []) else 'none'})"
@@ -134,7 +144,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["metavar"] = f.metadata.get("metavar") or (f.name.split("_")[-1].upper() if kind is not list else "A,B,...")
+            kwargs["metavar"] = f.metadata.get("metavar") or {list: "A,B,...", dict: "K=V,..."}.get(
+                kind, f.name.split("_")[-1].upper())
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
                 kwargs.pop("metavar")

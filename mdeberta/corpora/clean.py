@@ -121,7 +121,7 @@ class DocumentCleaner:
             self._route_paragraphs(batch, doc_id, kept)
 
     def _language_reason(self, lang: str, score: float) -> str | None:
-        if score < self.settings.lid_threshold:
+        if score < self.settings.lid_thresholds.get(lang, self.settings.lid_threshold):
             return "lid_low_score"
         if self.langs and lang not in self.langs:
             return "lang_not_selected"

@@ -25,6 +25,9 @@ _NON_WORD_TOKEN = re.compile(r"(?:^| )(?:[^\w\s]|[\d_])+(?= |$)")
 # Anything but letters, combining marks (Indic and Thai vowel signs) and spaces.
 _NON_LETTER = regex.compile(r"[^\p{L}\p{M} ]")
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
+# Menus and breadcrumbs: "Home | Recipes | About us | Contact".
+_SEPARATOR = re.compile(r" [|•·»›/] ")
+_NAVIGATION_ITEM_CHARS = 30  # menu items are short in every script; sentences are not
 
 
 def word_count(paragraph: str) -> float:
@@ -57,8 +60,12 @@ class ParagraphFilter:
         visible = len(paragraph) - paragraph.count(" ")
         if visible - _NON_LETTER.subn("", paragraph)[1] < self.min_letter_ratio * visible:
             return "line_few_letters"
-        if word_count(paragraph) < self.min_words:
+        words = word_count(paragraph)
+        if words < self.min_words:
             return "line_too_short"
+        separators = len(_SEPARATOR.findall(paragraph))
+        if separators >= 2 and len(paragraph) < _NAVIGATION_ITEM_CHARS * (separators + 1):
+            return "line_navigation"
         return None
 
     def document_reason(self, paragraphs: list[str]) -> str | None:

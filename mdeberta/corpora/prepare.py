@@ -118,8 +118,10 @@ def _ordered_parallel(pool, fn: Callable, tasks: Iterable, in_flight: int) -> It
 
 
 class CorpusStage:
-    def __init__(self, settings: CorpusSettings, out: str | Path, progress: bool = True):
+    def __init__(self, settings: CorpusSettings, out: str | Path, progress: bool = True,
+                 echo: Callable[[str], None] = print):
         self.settings = settings
+        self.echo = echo  # where the closing summary goes
         self.out = Path(out)
         self.layout = Layout(self.out)
         self.progress = progress
@@ -319,17 +321,16 @@ class CorpusStage:
     def _print_summary(self, languages, reasons, tally: Tally, failed: dict[str, str]) -> None:
         table = languages[["kept_documents", "kept_paragraphs", "kept_characters",
                            "dropped_documents", "dropped_paragraphs", "kept_share"]]
-        print(f"\nCorpus written to {self.out} ({tally.notes['documents_read']} documents read)\n")
-        print(table.to_markdown())
-        print("\nDropped, by reason:\n")
-        print(reasons[reasons.index.get_level_values("reason") != "kept"].to_markdown())
+        lines = [f"\nCorpus written to {self.out} ({tally.notes['documents_read']} documents read)\n",
+                 table.to_markdown(), "\nDropped, by reason:\n",
+                 reasons[reasons.index.get_level_values("reason") != "kept"].to_markdown()]
         if tally.notes["invalid_utf8_bytes"]:
-            print(f"\n{tally.notes['invalid_utf8_bytes']} invalid UTF-8 bytes were replaced by U+FFFD.")
-        for name, message in failed.items():
-            print(f"\nFAILED shard {name}: {message}")
+            lines.append(f"\n{tally.notes['invalid_utf8_bytes']} invalid UTF-8 bytes were replaced by U+FFFD.")
+        lines += [f"\nFAILED shard {name}: {message}" for name, message in failed.items()]
         if failed:
-            print(f"\n{len(failed)} of {len(self.shards)} shards failed; fix them and rerun: finished shards are kept.")
-
+            lines.append(f"\n{len(failed)} of {len(self.shards)} shards failed; fix them and rerun: "
+                         "finished shards are kept.")
+        self.echo("\n".join(lines))
 
 def _digest(decision: ShardDuplicates) -> str:
     digest = hashlib.sha1(np.packbits(decision.duplicate_docs).tobytes())

