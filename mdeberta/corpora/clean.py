@@ -106,7 +106,7 @@ class DocumentCleaner:
             # Short paragraphs (headings, captions) leave the output but are still evidence of
             # the language; junk and boilerplate are not.
             evidence = [p for p, reason in zip(paragraphs, reasons) if reason in (None, "line_too_short")]
-            lang, score = self.lid.predict(" ".join(evidence))
+            lang, score = self.lid.predict(self._lid_sample(" ".join(evidence)))
         for reason, length in dropped:
             tally.add(lang, "filter", reason, paragraphs=1, characters=length)
         if doc_reason:
@@ -119,6 +119,14 @@ class DocumentCleaner:
                 batch.append(doc_id, kept, lang, score)
         else:
             self._route_paragraphs(batch, doc_id, kept)
+
+    def _lid_sample(self, text: str) -> str:
+        """The first ``lid_max_chars`` characters, cut at a space so no word is split."""
+        limit = self.settings.lid_max_chars
+        if not limit or len(text) <= limit:
+            return text
+        cut = text.rfind(" ", 0, limit + 1)
+        return text[:cut if cut > limit // 2 else limit]
 
     def _language_reason(self, lang: str, score: float) -> str | None:
         if score < self.settings.lid_thresholds.get(lang, self.settings.lid_threshold):
@@ -134,7 +142,7 @@ class DocumentCleaner:
         routed: dict[str, tuple[list[str], list[float]]] = {}
         reasons = []
         for paragraph in paragraphs:
-            lang, score = self.lid.predict(paragraph)
+            lang, score = self.lid.predict(self._lid_sample(paragraph))
             reason = self._language_reason(lang, score)
             if reason:
                 tally.add(lang, "langid", reason, paragraphs=1, characters=len(paragraph))

@@ -32,8 +32,9 @@ _NAVIGATION_ITEM_CHARS = 30  # menu items are short in every script; sentences a
 
 def word_count(paragraph: str) -> float:
     """Words with at least one letter; in unspaced scripts, half a word per character."""
-    spaced, unspaced = _UNSPACED.subn(" ", paragraph)
-    if unspaced:
+    spaced, unspaced = paragraph, 0
+    if _UNSPACED.search(paragraph):
+        spaced, unspaced = _UNSPACED.subn(" ", paragraph)
         spaced = " ".join(spaced.split())
     words = spaced.count(" ") + 1 - len(_NON_WORD_TOKEN.findall(spaced)) if spaced.strip() else 0
     return words + unspaced / 2

@@ -34,6 +34,9 @@ class CorpusSettings:
     lid_thresholds: dict[str, float] = setting({}, "per-language thresholds that replace --lid-threshold, e.g. "
                                                "sw=0.3 (lid.176 scores Swahili low even when right)",
                                                group="language identification", metavar="LANG=SCORE,...")
+    lid_max_chars: int = setting(2000, "identify documents by their first this many characters (0: all); "
+                                 "fastText's answer settles long before, and its cost grows with length",
+                                 group="language identification", metavar="CHARS")
     lid_level: str = setting("document", "identify the language of whole documents, or route each paragraph",
                              choices=("document", "paragraph"), group="language identification")
 
