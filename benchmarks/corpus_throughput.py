@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "corpora" / "sample", ROOT.parent / "shared" / "data" / "udhr"]
 
-JUNK = re.compile(r"lorem|cookie|javascript|[|★#]|\\d{3}", re.IGNORECASE)  # the sample's planted junk
+JUNK = re.compile(r"lorem|cookie|javascript|[|★#]|\d{3}", re.IGNORECASE)  # the sample's planted junk
 
 DATATROVE_SCRIPT = """
 import sys

@@ -36,18 +36,15 @@ def language_accuracy(udhr: Path) -> pd.DataFrame:
         reached = identified.documents.sum()
         correct = identified[identified.lang == lang].documents.sum()
         kept = stats[stats.reason == "kept"]
-        rows.append({"lang": lang, "documents": stats.documents.sum(), "reached_lid": reached,
-                     "accuracy": correct / reached, "kept": kept[kept.lang == lang].documents.sum() / reached,
-                     "precision": kept[kept.lang == lang].documents.sum() / max(kept.documents.sum(), 1),
+        rows.append({"lang": lang, "documents": stats.documents.sum(), "reached_lid": reached, "correct": correct,
+                     "kept_right": kept[kept.lang == lang].documents.sum(), "kept_all": kept.documents.sum(),
                      "confused_with": ", ".join(sorted(set(identified[identified.lang != lang].lang)))})
     table = pd.DataFrame(rows).set_index("lang")
-    total = table[["documents", "reached_lid"]].sum()
-    overall = {"documents": total.documents, "reached_lid": total.reached_lid,
-               "accuracy": (table.accuracy * table.reached_lid).sum() / total.reached_lid,
-               "kept": (table.kept * table.reached_lid).sum() / total.reached_lid,
-               "precision": table.precision.mean(), "confused_with": ""}
-    table.loc["all"] = overall
-    return table
+    table.loc["all"] = table.sum(numeric_only=True).tolist() + [""]
+    table["accuracy"] = table.correct / table.reached_lid
+    table["kept"] = table.kept_right / table.reached_lid
+    table["precision"] = table.kept_right / table.kept_all
+    return table[["documents", "reached_lid", "accuracy", "kept", "precision", "confused_with"]]
 
 
 def main() -> int:

@@ -133,7 +133,7 @@ def test_merge_refuses_missing_slices(small_corpus, tmp_path):
 
 def test_resume_keeps_finished_shards(small_corpus, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    stage, _ = run([small_corpus], tmp_path / "reference")
+    run([small_corpus], tmp_path / "reference")
     settings = CorpusSettings(inputs=[str(small_corpus)], workers=1)
     CorpusStage(settings, out, progress=False).run(0, 2)  # half the shards, then "interrupted"
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "_work" / "clean").glob("*.parquet")}
@@ -141,7 +141,12 @@ def test_resume_keeps_finished_shards(small_corpus, tmp_path, monkeypatch):
 
     cleaned = []
     original = CorpusStage._clean_shard
-    monkeypatch.setattr(CorpusStage, "_clean_shard", lambda self, shard, run: (cleaned.append(shard.index), original(self, shard, run))[1])
+
+    def spy(self, shard, run):
+        cleaned.append(shard.index)
+        return original(self, shard, run)
+
+    monkeypatch.setattr(CorpusStage, "_clean_shard", spy)
     assert CorpusStage(settings, out, progress=False).run() == 0
     assert cleaned == [1, 3, 5]
     pd.testing.assert_frame_equal(read_output(out), read_output(tmp_path / "reference"))
@@ -150,7 +155,7 @@ def test_resume_keeps_finished_shards(small_corpus, tmp_path, monkeypatch):
 def test_damaged_shard_fails_alone(small_corpus, tmp_path, capsys):
     (small_corpus / "zz-broken.txt.xz").write_bytes(b"\xfd7zXZ\x00\x00 truncated")
     out = tmp_path / "out"
-    stage, status = run([small_corpus], out)
+    _, status = run([small_corpus], out)
     assert status == 1
     report = capsys.readouterr().out
     assert "FAILED shard" in report and "zz-broken.txt.xz" in report and "1 of 7 shards failed" in report
