@@ -8,13 +8,15 @@
    - ours: `mdeberta corpus prepare --workers 1` (normalise, filters, language ID, dedup, Parquet);
    - datatrove: JsonlReader -> LanguageFilter(ft176, the same lid.176.ftz) -> ParquetWriter, with
      LocalPipelineExecutor(tasks=1, workers=1). It runs in its own virtual environment, because
-     datatrove's fastText path needs the numpy fastText binding (`fasttext-numpy2`), which
+     datatrove's fastText path needs the numpy fastText binding (`fasttext-numpy2-wheel`), which
      shadows the numpy-free one this project uses.
    Peak memory is the child process's maximum resident set size.
 3. Language ID alone, in this process: our LanguageIdentifier.predict per document against the
    binding's raw batch call (multilinePredict over a list of lines) on the same documents.
 
-Setup once:  python3 -m venv .venv-bench && .venv-bench/bin/pip install "datatrove>=0.4" fasttext-numpy2 pyarrow
+Setup once:  python3 -m venv .venv-bench && .venv-bench/bin/pip install "datatrove>=0.4" \
+                 fasttext-numpy2-wheel orjson fasteners regex pyarrow
+             (datatrove checks for exactly the fasttext-numpy2-wheel distribution)
 Usage:       python benchmarks/corpus_throughput.py --datatrove-python .venv-bench/bin/python
 """
 
