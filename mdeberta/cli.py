@@ -106,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (SettingsError, InputError, StageError, LanguageIdError, UnknownLanguageError, ValueError) as err:
+    except (SettingsError, InputError, StageError, LanguageIdError, UnknownLanguageError) as err:
         print(f"mdeberta: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. an output folder that cannot be written
+        print(f"mdeberta: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mdeberta: interrupted; run the same command again to resume from the finished shards",

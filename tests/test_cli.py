@@ -57,3 +57,11 @@ def test_languages_command(capsys):
     assert main(["corpus", "languages"]) == 0
     out = capsys.readouterr().out
     assert "| sw " in out and "Swahili" in out and "(none)" in out
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["corpus", "prepare", str(SAMPLE), "--out", str(blocker / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mdeberta: error:") and str(blocker) in err and len(err.splitlines()) == 1

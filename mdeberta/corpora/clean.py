@@ -95,12 +95,14 @@ class DocumentCleaner:
         tally.notes["invalid_utf8_bytes"] += raw.invalid_bytes
         paragraphs, removed = normalize_paragraphs(raw.text, self.settings.strip_joiners)
         tally.notes["invisible_characters_removed"] += removed
-        reasons = [self.filter.paragraph_reason(p) for p in paragraphs]
+        verdicts = [self.filter.paragraph_verdict(p) for p in paragraphs]
+        reasons = [reason for reason, _ in verdicts]
         kept = [p for p, reason in zip(paragraphs, reasons) if reason is None]
         dropped = [(reason, len(p)) for p, reason in zip(paragraphs, reasons) if reason]
         dropped += [("line_too_long", length) for length in raw.overlong_chars]
 
-        doc_reason = self.filter.document_reason(kept)
+        kept_words = sum(words for reason, words in verdicts if reason is None)
+        doc_reason = self.filter.document_reason(kept, kept_words)
         lang = UNKNOWN_LANGUAGE
         if doc_reason is None and self.settings.lid_level == "document":
             # Short paragraphs (headings, captions) leave the output but are still evidence of

@@ -15,6 +15,7 @@ import re
 
 import regex
 
+from ..recipe import SettingsError
 from .settings import CorpusSettings
 
 # Han, Kana, Thai, Lao, Myanmar, Khmer, Tibetan: scripts written without spaces between words.
@@ -51,32 +52,38 @@ class ParagraphFilter:
         try:
             self.boilerplate = [re.compile(p, re.IGNORECASE) for p in settings.boilerplate]
         except re.error as err:
-            raise ValueError(f"boilerplate: invalid regular expression {err.pattern!r}: {err}") from None
+            raise SettingsError(f"boilerplate: invalid regular expression {err.pattern!r}: {err}") from None
 
-    def paragraph_reason(self, paragraph: str) -> str | None:
+    def paragraph_verdict(self, paragraph: str) -> tuple[str | None, float]:
+        """The drop reason (None: keep) and the word count, which the document rule reuses
+        (0 when a cheaper rule dropped the paragraph first)."""
         if len(paragraph) > self.max_chars:
-            return "line_too_long"
+            return "line_too_long", 0.0
         if any(p.search(paragraph) for p in self.boilerplate):
-            return "line_boilerplate"
+            return "line_boilerplate", 0.0
         visible = len(paragraph) - paragraph.count(" ")
         if visible - _NON_LETTER.subn("", paragraph)[1] < self.min_letter_ratio * visible:
-            return "line_few_letters"
+            return "line_few_letters", 0.0
         words = word_count(paragraph)
         if words < self.min_words:
-            return "line_too_short"
+            return "line_too_short", words
         separators = len(_SEPARATOR.findall(paragraph))
         if separators >= 2 and len(paragraph) < _NAVIGATION_ITEM_CHARS * (separators + 1):
-            return "line_navigation"
-        return None
+            return "line_navigation", words
+        return None, words
 
-    def document_reason(self, paragraphs: list[str]) -> str | None:
+    def paragraph_reason(self, paragraph: str) -> str | None:
+        return self.paragraph_verdict(paragraph)[0]
+
+    def document_reason(self, paragraphs: list[str], words: float | None = None) -> str | None:
+        """``words``: the paragraphs' total word count, when the caller already has it."""
         if not paragraphs:
             return "doc_empty"
         if any(_LOREM.search(p) for p in paragraphs):
             return "doc_lorem_ipsum"
-        if self.too_short(paragraphs):
+        if (words if words is not None else sum(map(word_count, paragraphs))) < self.min_doc_words:
             return "doc_too_short"
         return None
 
     def too_short(self, paragraphs: list[str]) -> bool:
-        return sum(word_count(p) for p in paragraphs) < self.min_doc_words
+        return sum(map(word_count, paragraphs)) < self.min_doc_words

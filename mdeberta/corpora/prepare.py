@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import deque
@@ -96,8 +97,15 @@ def _read_json(path: Path) -> dict | None:
 _cleaner: DocumentCleaner | None = None
 
 
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group; the main process alone handles it (it stops the
+    pool and reports), so workers do not each print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _init_worker(settings: CorpusSettings, langs: list[str]) -> None:
     global _cleaner
+    _ignore_interrupts()
     _cleaner = DocumentCleaner(settings, langs)
 
 
@@ -145,24 +153,24 @@ class CorpusStage:
             return 0
         self._prepare_work_folder(force, wipe_allowed=shard_index is None)
         if merge_only:
-            missing = [s.name for s in self.shards if not self._cleaned(s)]
+            missing = [s.name for s in self.shards if not self._clean_stats(s)]
             if missing:
                 raise StageError(f"--merge: {len(missing)} shard(s) not cleaned yet, e.g. {missing[0]}; "
                                  "run their --shard-index jobs first")
             failed = {}
         else:
             mine = [s for s in self.shards if shard_index is None or s.index % num_shards == shard_index]
-            failed = self._clean_all([s for s in mine if not self._cleaned(s)])
+            failed = self._clean_all([s for s in mine if not self._clean_stats(s)])
         if shard_index is not None:
             _log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
                  "when all slices are done, run the same command with --merge")
             return 1 if failed else 0
-        done = [s for s in self.shards if self._cleaned(s)]
+        cleaned = {s.index: stats for s in self.shards if (stats := self._clean_stats(s))}
+        done = [s for s in self.shards if s.index in cleaned]
         tally = Tally()
-        for shard in done:
-            tally.update(Tally.from_json(_read_json(self.layout.clean_stats(shard))["tally"]))
+        for stats in cleaned.values():
+            tally.update(Tally.from_json(stats["tally"]))
         tally.update(self._write_all(done, self._deduplicate(done)))
-        failed.update({s.name: "not cleaned" for s in self.shards if s not in done and s.name not in failed})
         languages, reasons = write_stats(self.out, tally, failed)
         if self.settings.export_text:
             self._export_text(done)
@@ -176,28 +184,37 @@ class CorpusStage:
         return 0
 
     def _prepare_work_folder(self, force: bool, wipe_allowed: bool) -> None:
-        """Finished work is reused only if it was made with the same output settings."""
-        self.layout.work.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out / "settings.json", asdict(self.settings))
+        """Finished work is reused only if it was made with the same output settings. Starting
+        afresh also removes the outputs of an earlier run, so no language folder is left stale.
+        Slice jobs (no wipe) run side by side, so they never delete anything."""
         marker = self.layout.work / "settings.json"
         previous = _read_json(marker)
         current = json.loads(json.dumps(self.output_settings))
-        if previous is not None and (previous != current or force):
-            if not wipe_allowed:
-                raise StageError(f"{self.layout.work} was made with other settings; remove it or use another --out")
-            _log("corpus: settings changed since the last run (or --force); redoing all shards")
-            shutil.rmtree(self.layout.work)
-            (self.out / "manifest.json").unlink(missing_ok=True)
-            self.layout.work.mkdir(parents=True)
+        if not wipe_allowed and previous is not None and previous != current:
+            raise StageError(f"{self.layout.work} was made with other settings; remove it or use another --out")
+        if wipe_allowed and (previous is None or previous != current or force):
+            if previous is not None:
+                _log("corpus: settings changed since the last run (or --force); redoing all shards")
+            shutil.rmtree(self.layout.work, ignore_errors=True)
+            self._remove_outputs()
         for folder in ("clean", "written"):
-            (self.layout.work / folder).mkdir(exist_ok=True)
+            (self.layout.work / folder).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "settings.json", asdict(self.settings))
         if previous != current or force:
             write_json_atomic(marker, current)
 
-    def _cleaned(self, shard: InputShard) -> bool:
+    def _remove_outputs(self) -> None:
+        exports = [t for t in self.out.glob("*.txt") if (self.out / t.stem).is_dir()]
+        for stale in [*exports, *self.out.glob("*/part-*.parquet"),
+                      *(self.out / name for name in ("manifest.json", "stats.json", "stats.csv"))]:
+            stale.unlink(missing_ok=True)
+
+    def _clean_stats(self, shard: InputShard) -> dict | None:
+        """The stats of a finished clean of this very input, or None."""
         stats = _read_json(self.layout.clean_stats(shard))
-        return (stats is not None and stats.get("input") == shard.fingerprint()
-                and self.layout.clean(shard).is_file())
+        if stats is not None and stats.get("input") == shard.fingerprint() and self.layout.clean(shard).is_file():
+            return stats
+        return None
 
     # ------------------------------------------------------------------------- phase 1: clean
 
@@ -296,7 +313,7 @@ class CorpusStage:
         tally = Tally()
         tasks = [(self.settings, self.layout.out, shard, decisions[shard.index]) for shard in shards]
         if self.workers > 1 and len(tasks) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(tasks))) as pool:
+            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(tasks)), _ignore_interrupts) as pool:
                 results = list(tqdm(pool.imap(_write_shard, tasks), total=len(tasks), desc="corpus write",
                                     unit="shard", disable=None if self.progress else True))
         else:

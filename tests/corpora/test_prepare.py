@@ -171,3 +171,11 @@ def test_empty_file_is_reported(small_corpus, tmp_path, capsys):
     (small_corpus / "empty.txt").write_text("")
     _, status = run([small_corpus], tmp_path / "out")
     assert status == 1 and "empty.txt: empty input, no documents in it" in capsys.readouterr().out
+
+
+def test_changed_settings_leave_no_stale_language_folder(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    run([small_corpus], out, export_text=True)
+    assert (out / "fr.txt").exists()
+    run([small_corpus], out, langs=["en"])
+    assert set(read_output(out).lang) == {"en"} and not (out / "fr.txt").exists()
