@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import UserError
 from .recipe import SettingsError, add_settings_arguments, build_settings, given_overrides
 
 EPILOG = "Run `mdeberta STAGE --help` for a stage's commands."
@@ -97,16 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .corpora.langid import LanguageIdError
-    from .corpora.languages import UnknownLanguageError
-    from .corpora.prepare import StageError
-    from .corpora.readers import InputError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (SettingsError, InputError, StageError, LanguageIdError, UnknownLanguageError) as err:
+    except UserError as err:
         print(f"mdeberta: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. an output folder that cannot be written

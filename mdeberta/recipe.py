@@ -15,13 +15,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A bad recipe key or value; the message names the file and key."""
 
 

@@ -11,10 +11,12 @@ import importlib.util
 import io
 from pathlib import Path
 
+from ..errors import UserError
+
 _LABEL_PREFIX = "__label__"
 
 
-class LanguageIdError(RuntimeError):
+class LanguageIdError(UserError):
     pass
 
 

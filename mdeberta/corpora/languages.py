@@ -10,6 +10,8 @@ import csv
 import difflib
 from pathlib import Path
 
+from ..errors import UserError
+
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
 
 # CC-100's files (statmt codes, with XLM-R's Table 6 sizes) as shipped in cc100_languages.csv.
@@ -35,7 +37,7 @@ GROUPS = {"xnli": XNLI_LANGUAGES, "cc100": tuple(sorted(CC100_LANGUAGES))}
 _BY_NAME = {name.lower(): code for code, name in CC100_LANGUAGES.items()}
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(UserError, ValueError):
     pass
 
 

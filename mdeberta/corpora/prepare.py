@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from ..errors import UserError
 from ..manifest import is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .clean import CleanBatch, DocumentCleaner
@@ -53,7 +54,7 @@ OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", 
                            ("lang_score", pa.float32()), ("source", pa.string())])
 
 
-class StageError(RuntimeError):
+class StageError(UserError):
     """A problem with the stage as a whole (settings, work folder); the message says what to do."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import UserError
+
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")  # not .json: that is usually one JSON value, not lines
 PARQUET_SUFFIXES = (".parquet",)
@@ -25,7 +27,7 @@ _BINARY_PROBE_BYTES = 1 << 16
 _COMPRESSION_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 
 
-class InputError(RuntimeError):
+class InputError(UserError):
     """An input that cannot be read; the message names it and says what to do."""
 
 
