@@ -1,0 +1,136 @@
+"""Disentangled self-attention (DeBERTa) with interchangeable backends.
+
+score(i, j) = (q_i . k_j + q_i . PosK[r(i, j)] + k_j . PosQ[r(i, j)]) / sqrt(3 d)
+
+where r(i, j) = clamp(bucket(i - j) + span, 0, 2 span - 1) indexes the LayerNorm'd relative
+embeddings projected by the layer's own query/key projections (shared attention keys).
+
+Backends:
+- ``eager``: the reference. Materialises the scores, as transformers does.
+- ``sdpa``: the two position terms are GEMMs against the 2*span position table ([B, H, L, 2 span]),
+  gathered once into an additive bias that also carries the padding mask, then
+  ``torch.nn.functional.scaled_dot_product_attention``. On CUDA that runs the memory-efficient
+  kernel (bias gradient and dropout included); on CPU inference it runs the flash kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BACKENDS = ("eager", "sdpa")
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` -> the fastest backend available here."""
+    if name == "auto":
+        return "sdpa"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+    return name
+
+
+def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
+    """DeBERTa's relative-position buckets: exact within +-buckets/2, logarithmic beyond, so
+    distances up to ``max_position`` fit in ``buckets`` slots. Computed in float32 like the
+    reference so that every distance lands in the same bucket."""
+    mid = buckets // 2
+    sign = torch.sign(relative)
+    near = (relative < mid) & (relative > -mid)
+    distance = torch.where(near, torch.full_like(relative, mid - 1), relative.abs())
+    log_scale = torch.log(torch.tensor((max_position - 1) / mid))
+    far = torch.ceil(torch.log(distance / mid) / log_scale * (mid - 1)) + mid
+    return torch.where(distance <= mid, relative.to(far.dtype), far * sign).long()
+
+
+def relative_index(length: int, span: int, buckets: int, max_position: int, device) -> torch.Tensor:
+    """[L, L] index into the 2*span relative table: clamp(bucket(i - j) + span).
+
+    Computed once per distance (2L - 1 values) and expanded by indexing, not per (i, j) pair."""
+    offsets = torch.arange(length - 1, -length, -1, device=device)  # i - j for i - j + L - 1 = 0 .. 2L - 2
+    if buckets > 0 and max_position > 0:
+        offsets = log_bucket(offsets, buckets, max_position)
+    by_offset = torch.clamp(offsets + span, 0, 2 * span - 1)
+    rows = torch.arange(length, device=device)
+    return by_offset[(length - 1) - rows[:, None] + rows[None, :]]
+
+
+class DisentangledSelfAttention(nn.Module):
+    """Parameter names follow transformers' ``DisentangledSelfAttention`` so state dicts load
+    unchanged. Only shared attention keys (DeBERTaV3) are implemented."""
+
+    def __init__(self, config, backend: str = "auto"):
+        super().__init__()
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of "
+                             f"num_attention_heads {config.num_attention_heads}")
+        if not getattr(config, "share_att_key", False):
+            raise ValueError("only share_att_key=True (DeBERTaV3) is supported")
+        self.heads = config.num_attention_heads
+        self.head_size = getattr(config, "attention_head_size", config.hidden_size // config.num_attention_heads)
+        inner = self.heads * self.head_size
+        self.query_proj = nn.Linear(config.hidden_size, inner)
+        self.key_proj = nn.Linear(config.hidden_size, inner)
+        self.value_proj = nn.Linear(config.hidden_size, inner)
+        self.pos_att_type = set(config.pos_att_type or [])
+        self.pos_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.scale_factor = 1 + len(self.pos_att_type & {"c2p", "p2c"})
+        self.backend = resolve_backend(backend)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.shape[:-1], self.heads, self.head_size).transpose(-3, -2)
+
+    def forward(self, hidden_states, mask, rel_index, rel_embeddings, query_states=None):
+        """``mask``: bool [B, 1, Lq, Lk], True where query i may attend to key j.
+        ``query_states`` (Enhanced Mask Decoder) replaces the queries; keys and values still
+        come from ``hidden_states``; ``rel_index`` is then [Lq, Lk]."""
+        queries = self._split_heads(self.query_proj(hidden_states if query_states is None else query_states))
+        keys = self._split_heads(self.key_proj(hidden_states))
+        values = self._split_heads(self.value_proj(hidden_states))
+        # The scale is built in float32 then cast, as the reference does (sqrt(192) -> 13.875 in bf16).
+        scale = torch.sqrt(torch.tensor(self.head_size * self.scale_factor, dtype=torch.float)).to(queries.dtype)
+        position = self._position_scores(queries, keys, rel_index, self.pos_dropout(rel_embeddings))
+        if self.backend == "eager":
+            context = self._eager(queries, keys, values, position, mask, scale)
+        else:
+            context = self._sdpa(queries, keys, values, position, mask, scale)
+        return context.transpose(-3, -2).flatten(-2)
+
+    def _position_scores(self, queries, keys, rel_index, rel_embeddings):
+        """c2p + p2c as [B, H, Lq, Lk]: two GEMMs against the position table, then gathers.
+        ``rel_index`` is [Lq, Lk], or [B, Lq, Lk] when each row has its own queries."""
+        index = rel_index.unsqueeze(-3) if rel_index.dim() == 3 else rel_index
+        position = None
+        if "c2p" in self.pos_att_type:
+            pos_key = self._split_heads(self.key_proj(rel_embeddings))  # [H, 2 span, d]
+            c2p = torch.matmul(queries, pos_key.transpose(-1, -2))  # [B, H, Lq, 2 span]
+            position = torch.gather(c2p, -1, index.expand(*c2p.shape[:2], *index.shape[-2:]))
+        if "p2c" in self.pos_att_type:
+            pos_query = self._split_heads(self.query_proj(rel_embeddings))
+            p2c = torch.matmul(keys, pos_query.transpose(-1, -2))  # [B, H, Lk, 2 span]
+            by_key = index.transpose(-1, -2)
+            p2c = torch.gather(p2c, -1, by_key.expand(*p2c.shape[:2], *by_key.shape[-2:])).transpose(-1, -2)
+            position = p2c if position is None else position + p2c
+        return position
+
+    def _eager(self, queries, keys, values, position, mask, scale):
+        scores = torch.matmul(queries, keys.transpose(-1, -2) / scale)
+        if position is not None:
+            scores = scores + position / scale
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = self.dropout(torch.softmax(scores, dim=-1))
+        return torch.matmul(probs, values)
+
+    def _sdpa(self, queries, keys, values, position, mask, scale):
+        # Adding finfo.min (rather than -inf) keeps fully padded query rows finite: they attend
+        # uniformly, as in the reference, instead of producing NaN.
+        if position is None:
+            bias = torch.zeros(mask.shape, dtype=queries.dtype, device=queries.device)
+        else:
+            bias = position / scale
+        bias = bias.masked_fill(~mask, torch.finfo(queries.dtype).min)
+        return F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=bias, scale=1.0 / float(scale),
+            dropout_p=self.dropout.p if self.training else 0.0)

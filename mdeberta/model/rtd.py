@@ -1,0 +1,228 @@
+"""DeBERTaV3 pretraining: replaced token detection with embedding sharing (ES / NES / GDES).
+
+The generator is a masked LM of the discriminator's width and half its depth. Masked positions
+are filled with one sample from its softmax; the discriminator labels every real token as
+original or replaced. Loss = L_MLM + lambda * L_RTD.
+
+Embedding sharing (DeBERTaV3, Fig. 1): ``es`` gives the discriminator the generator's tables;
+``nes`` keeps separate tables; ``gdes`` gives it E_D = sg(E_G) + E_delta, so the RTD loss trains
+E_delta only and never pulls on the generator's embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2PreTrainedModel
+
+from .modeling import DebertaV2ForMaskedLM, DebertaV2Model
+
+SHARING = ("es", "nes", "gdes")
+SHARED_TABLES = ("word_embeddings", "position_embeddings")
+
+
+class GradientDisentangledEmbedding(nn.Module):
+    """E_D = sg(E_G) + E_delta, E_delta starting at zero.
+
+    The generator's table is held, not registered: it is the generator's parameter. Lookups
+    are added row by row, never as a merged [vocab, hidden] table, so a step costs two
+    lookups rather than a copy of the whole vocabulary."""
+
+    def __init__(self, source: nn.Embedding):
+        super().__init__()
+        self._source = (source,)
+        self.delta = nn.Parameter(torch.zeros_like(source.weight))
+
+    @property
+    def source(self) -> nn.Embedding:
+        return self._source[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The merged table E_G + E_delta (what an exported discriminator uses)."""
+        return self.source.weight.detach() + self.delta
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.source.weight).detach() + F.embedding(ids, self.delta)
+
+
+class MaskPredictionHead(nn.Module):
+    """RTD head of the public DeBERTa code: LayerNorm(h_i + h_CLS) -> dense -> GELU -> one logit."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden_states):
+        states = self.LayerNorm(hidden_states[:, :1] + hidden_states)
+        return self.classifier(self.transform_act_fn(self.dense(states))).squeeze(-1)
+
+
+class DebertaV2ForReplacedTokenDetection(DebertaV2PreTrainedModel):
+    """The discriminator: encoder + ``mask_predictions`` head (the public checkpoints' name)."""
+
+    def __init__(self, config, attention: str = "auto"):
+        super().__init__(config)
+        self.deberta = DebertaV2Model(config, attention)
+        self.mask_predictions = MaskPredictionHead(config)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **_):
+        out = self.deberta(input_ids, attention_mask, inputs_embeds=inputs_embeds)
+        logits = self.mask_predictions(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            real = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+            loss = F.binary_cross_entropy_with_logits(logits[real].float(), labels[real].float())
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+
+class Generator(DebertaV2ForMaskedLM):
+    """Masked LM with the Enhanced Mask Decoder of the public DeBERTa generator: the last layer
+    is run twice more over the second-to-last hidden states, its queries being those states
+    plus absolute position embeddings. Only masked positions are decoded, so both extra passes
+    take queries at those positions alone."""
+
+    def __init__(self, config, attention: str = "auto", enhanced_mask_decoder: bool = True):
+        super().__init__(config, attention, absolute_positions=enhanced_mask_decoder)
+        self.enhanced_mask_decoder = enhanced_mask_decoder
+
+    def masked_logits(self, input_ids, attention_mask, masked_positions):
+        """[number of masked positions, vocab], row-major over (batch, position)."""
+        if not self.enhanced_mask_decoder or self.deberta.embeddings.position_biased_input:
+            return self(input_ids, attention_mask, masked_positions=masked_positions).logits
+        deberta = self.deberta
+        encoder = deberta.encoder
+        embedded = deberta.embeddings(input_ids, attention_mask)
+        hidden = encoder(embedded, attention_mask, num_layers=len(encoder.layer) - 1).last_hidden_state
+        return self.logits(self._decode(hidden, attention_mask, masked_positions))
+
+    def _decode(self, hidden, attention_mask, masked_positions):
+        encoder = self.deberta.encoder
+        count = masked_positions.sum(-1)
+        width = max(int(count.max()), 1)
+        # Each row's masked positions first, in order; the rest of the [B, width] slots are padding.
+        order = torch.sort((~masked_positions).to(torch.int8), dim=-1, stable=True).indices[:, :width]
+        valid = torch.arange(width, device=hidden.device)[None, :] < count[:, None]
+        positions = self.deberta.embeddings.position_embeddings.weight[order]
+        queries = torch.gather(hidden, 1, order[..., None].expand(-1, -1, hidden.shape[-1])) + positions
+        rel_index = encoder.relative_index(hidden.shape[1], hidden.device)[order]  # [B, width, L]
+        mask = (valid[:, :, None] & attention_mask.bool()[:, None, :]).unsqueeze(1)
+        rel_embeddings = encoder.rel_table()
+        last = encoder.layer[-1]
+        for _ in range(2):
+            queries = last(hidden, mask, rel_index, rel_embeddings, query_states=queries)
+        return queries[valid]
+
+
+@dataclass
+class RTDOutput:
+    loss: torch.Tensor
+    mlm_loss: torch.Tensor
+    rtd_loss: torch.Tensor
+    masked: int
+    replaced: int
+    generator_accuracy: torch.Tensor
+    discriminator_accuracy: torch.Tensor
+
+
+def choose_masked_positions(maskable: torch.Tensor, rate: float, generator: torch.Generator | None = None):
+    """round(rate x maskable tokens) positions per row (at least one where any is maskable),
+    drawn uniformly without replacement."""
+    scores = torch.rand(maskable.shape, device=maskable.device, generator=generator)
+    scores = scores.masked_fill(~maskable, 2.0)
+    count = torch.clamp(torch.round(maskable.sum(-1) * rate), min=1).long()
+    count = torch.minimum(count, maskable.sum(-1))
+    rank = scores.argsort(dim=-1).argsort(dim=-1)
+    return rank < count[:, None]
+
+
+def sample_replacements(logits: torch.Tensor, temperature: float = 1.0, generator=None) -> torch.Tensor:
+    """One draw per row from softmax(logits / T) over the whole vocabulary."""
+    probs = torch.softmax(logits.detach().float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class RTDModel(nn.Module):
+    """Generator + discriminator with embedding sharing. ``forward`` corrupts, runs both and
+    returns the combined loss; ``export_*`` write transformers folders."""
+
+    def __init__(self, discriminator_config, generator_config, *, mask_token_id: int, sharing: str = "gdes",
+                 rtd_weight: float = 50.0, mask_rate: float = 0.15, temperature: float = 1.0,
+                 special_token_ids=(0, 1, 2), enhanced_mask_decoder: bool = True, attention: str = "auto"):
+        super().__init__()
+        if sharing not in SHARING:
+            raise ValueError(f"unknown embedding sharing {sharing!r}; choose one of {', '.join(SHARING)}")
+        if generator_config.hidden_size != discriminator_config.hidden_size and sharing != "nes":
+            raise ValueError("embedding sharing needs the generator and discriminator of the same width; "
+                             "use sharing='nes' otherwise")
+        self.generator = Generator(generator_config, attention, enhanced_mask_decoder)
+        self.discriminator = DebertaV2ForReplacedTokenDetection(discriminator_config, attention)
+        self.sharing = sharing
+        self.mask_token_id = mask_token_id
+        self.rtd_weight = rtd_weight
+        self.mask_rate = mask_rate
+        self.temperature = temperature
+        self.register_buffer("special_token_ids", torch.tensor(sorted({*special_token_ids, mask_token_id})),
+                             persistent=False)
+        self._share_embeddings()
+
+    def _share_embeddings(self):
+        if self.sharing == "nes":
+            return
+        source = self.generator.deberta.embeddings
+        target = self.discriminator.deberta.embeddings
+        for name in SHARED_TABLES:
+            if getattr(source, name) is None or getattr(target, name) is None:
+                continue
+            shared = getattr(source, name)
+            setattr(target, name, shared if self.sharing == "es" else GradientDisentangledEmbedding(shared))
+
+    def discriminator_embeddings(self) -> dict[str, torch.Tensor]:
+        """The discriminator's own tables as a plain deberta-v2 model needs them (E_G + E_delta
+        under GDES), keyed by their transformers state-dict names."""
+        embeddings = self.discriminator.deberta.embeddings
+        return {f"deberta.embeddings.{name}.weight": getattr(embeddings, name).weight.detach().clone()
+                for name in SHARED_TABLES if getattr(embeddings, name) is not None}
+
+    def forward(self, input_ids, attention_mask, generator: torch.Generator | None = None) -> RTDOutput:
+        maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_token_ids)
+        masked = choose_masked_positions(maskable, self.mask_rate, generator)
+        originals = input_ids[masked]
+        logits = self.generator.masked_logits(input_ids.masked_fill(masked, self.mask_token_id),
+                                              attention_mask, masked)
+        mlm_loss = F.cross_entropy(logits.float(), originals)
+        sampled = sample_replacements(logits, self.temperature, generator)
+        corrupted = input_ids.clone()
+        corrupted[masked] = sampled
+        labels = corrupted != input_ids  # a correct guess counts as original
+        out = self.discriminator(corrupted, attention_mask, labels=labels)
+        real = attention_mask.bool()
+        with torch.no_grad():
+            generator_accuracy = (logits.argmax(-1) == originals).float().mean()
+            discriminator_accuracy = ((out.logits[real] > 0) == labels[real]).float().mean()
+        return RTDOutput(loss=mlm_loss + self.rtd_weight * out.loss, mlm_loss=mlm_loss, rtd_loss=out.loss,
+                         masked=int(masked.sum()), replaced=int(labels.sum()),
+                         generator_accuracy=generator_accuracy, discriminator_accuracy=discriminator_accuracy)
+
+    def export_discriminator(self, path) -> None:
+        """A deberta-v2 folder (encoder + ``mask_predictions``) with the merged embeddings."""
+        plain = DebertaV2ForReplacedTokenDetection(self.discriminator.config)
+        state = {k: v for k, v in self.discriminator.state_dict().items() if ".delta" not in k}
+        state.update(self.discriminator_embeddings())
+        plain.load_state_dict(state, strict=True)
+        plain.config.architectures = ["DebertaV2Model"]
+        plain.save_pretrained(path)
+
+    def export_generator(self, path) -> None:
+        """A ``DebertaV2ForMaskedLM`` folder. transformers has no Enhanced Mask Decoder, so it
+        runs this generator without it; the absolute position table is kept for this project."""
+        self.generator.save_pretrained(path)
