@@ -53,6 +53,69 @@ def _corpus_languages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from .tokenizer.settings import TokenizerSettings
+    from .tokenizer.stage import TokenizerStage
+
+    settings = build_settings(TokenizerSettings, args.recipe, "tokenizer", given_overrides(args, TokenizerSettings))
+    return TokenizerStage(settings, args.corpus, args.out, progress=not args.no_progress).run(force=args.force)
+
+
+def _tokenizer_report(args: argparse.Namespace) -> int:
+    from .tokenizer.report import run_report
+
+    print(run_report(args.tokenizer, args.corpus, args.compare, args.langs, args.lines, args.seed, args.out))
+    return 0
+
+
+def _add_tokenizer_group(stages) -> None:
+    from .tokenizer.settings import TokenizerSettings
+
+    tokenizer = stages.add_parser("tokenizer", help="stage 2: shards -> SentencePiece vocabulary for transformers",
+                                  formatter_class=_Formatter, description="Stage 2: train a language-balanced "
+                                  "SentencePiece unigram vocabulary and save it as a transformers tokenizer.")
+    verbs = tokenizer.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    train = verbs.add_parser(
+        "train", formatter_class=_Formatter, help="train the vocabulary on an alpha-balanced sample of the corpus",
+        description="Draw a language-balanced sample of lines from CORPUS/<lang>/part-*.parquet, train a "
+                    "SentencePiece unigram model with DeBERTa's special ids and byte fallback, and write "
+                    "OUT/spm.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json, "
+                    "sample_stats.json, report.md|json, a model card README.md and manifest.json. "
+                    "transformers.AutoTokenizer.from_pretrained(OUT) gives SentencePiece's ids.",
+        epilog="examples:\n"
+               "  mdeberta tokenizer train --corpus work/corpus --out work/tokenizer --vocab-size 8000 --sentences 20000\n"
+               "  mdeberta tokenizer train --corpus corpus --out tokenizer   # 250K pieces, 1M lines, alpha 0.3\n"
+               "  mdeberta tokenizer train --recipe recipes/demo.toml --corpus work/corpus --out work/tokenizer")
+    train.add_argument("--corpus", required=True, metavar="DIR", help="output folder of `mdeberta corpus prepare`")
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder (the tokenizer)")
+    train.add_argument("--recipe", metavar="TOML", help="recipe whose [tokenizer] section sets defaults")
+    run = train.add_argument_group("run control")
+    run.add_argument("--force", action="store_true", help="retrain even if up to date")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_arguments(train, TokenizerSettings)
+    train.set_defaults(handler=_tokenizer_train)
+
+    report = verbs.add_parser(
+        "report", formatter_class=_Formatter, help="fertility and unknown rate per language, beside other tokenizers",
+        description="Per language: fertility (pieces per word; per character for scripts without spaces), "
+                    "unknown-token and byte-fallback rates, share of the vocabulary used. Writes report.md "
+                    "and report.json and prints the table.",
+        epilog="examples:\n"
+               "  mdeberta tokenizer report --tokenizer work/tokenizer --corpus work/corpus\n"
+               "  mdeberta tokenizer report --tokenizer tok --corpus corpus --compare xlm-roberta-base/ --out cmp/")
+    report.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer folder to measure")
+    report.add_argument("--corpus", required=True, metavar="DIR", help="output folder of `mdeberta corpus prepare`")
+    report.add_argument("--compare", nargs="+", default=[], metavar="DIR",
+                        help="other transformers tokenizer folders to show side by side")
+    report.add_argument("--langs", type=lambda v: [x for x in v.split(",") if x], default=[], metavar="A,B,...",
+                        help="languages to measure (default: all in the corpus)")
+    report.add_argument("--lines", type=int, default=1000, metavar="N", help="lines drawn per language (default: 1000)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the draw (default: 0)")
+    report.add_argument("--out", metavar="DIR", help="where report.md|json go (default: the tokenizer folder)")
+    report.set_defaults(handler=_tokenizer_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .corpora.settings import CorpusSettings
 
@@ -94,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "language-ID model's label for each, and the XNLI languages.")
     languages.add_argument("--lid-model", metavar="PATH", help="language-ID model (default: lid.176.ftz)")
     languages.set_defaults(handler=_corpus_languages)
+
+    _add_tokenizer_group(stages)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Stage 2: a language-balanced SentencePiece unigram vocabulary, saved as a transformers tokenizer."""

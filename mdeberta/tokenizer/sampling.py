@@ -1,0 +1,277 @@
+"""The training sample: a language-balanced draw of lines from the corpus stage's shards.
+
+Language i gets the share q_i = p_i^alpha / sum_j p_j^alpha of the sample, p_i being its share
+of the corpus' characters (XLM-R, mT5). Within a language the lines are drawn uniformly in one
+streaming pass with a reservoir, so no language is ever held in memory beyond its quota. A
+language with fewer lines than its quota contributes all of them, repeated up to the quota,
+so the shares hold for the small languages the exponent is meant to lift.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from ..errors import UserError
+
+TEXT_COLUMN = "text"
+
+
+class CorpusError(UserError):
+    """The corpus folder is missing, empty or not the corpus stage's output."""
+
+
+@dataclass
+class LanguageSample:
+    """What one language contributed to the sample, for sample_stats.json and the model card."""
+    lang: str
+    lines_available: int = 0
+    characters_available: int = 0
+    p: float = 0.0
+    q: float = 0.0
+    quota: int = 0
+    lines_drawn: int = 0
+    lines_repeated: int = 0
+    empty_lines_skipped: int = 0
+    long_lines_split: int = 0
+    pieces_from_long_lines: int = 0
+    sample_characters: int = 0
+
+
+@dataclass
+class Sample:
+    lines: list[str]
+    languages: dict[str, LanguageSample] = field(default_factory=dict)
+    size_source: str = ""
+    report_lines: dict[str, list[str]] = field(default_factory=dict)  # a separate draw, for the fit report
+
+    @property
+    def characters(self) -> int:
+        return sum(lang.sample_characters for lang in self.languages.values())
+
+    def to_json(self) -> dict:
+        return {"lines": len(self.lines), "characters": self.characters, "size_source": self.size_source,
+                "languages": {lang: asdict(stats) for lang, stats in self.languages.items()}}
+
+
+def language_shards(corpus: Path, langs: list[str]) -> dict[str, list[Path]]:
+    """``<corpus>/<lang>/part-*.parquet`` for the requested languages (all when none are given)."""
+    if not corpus.is_dir():
+        raise CorpusError(f"corpus not found: {corpus} (run `mdeberta corpus prepare ... --out {corpus}` first)")
+    found = {d.name: sorted(d.glob("part-*.parquet")) for d in sorted(corpus.iterdir()) if d.is_dir()}
+    found = {lang: parts for lang, parts in found.items() if parts}
+    if not found:
+        raise CorpusError(f"{corpus}: no <lang>/part-*.parquet shards; is it the output of `mdeberta corpus prepare`?")
+    wanted = langs or sorted(found)
+    missing = [lang for lang in wanted if lang not in found]
+    if missing:
+        raise CorpusError(f"{corpus}: no shards for language(s) {', '.join(missing)}; "
+                          f"the corpus has {', '.join(sorted(found))}")
+    return {lang: found[lang] for lang in wanted}
+
+
+def _paragraphs(shards: list[Path]) -> Iterator[list[str]]:
+    """Batches of paragraphs (the lines SentencePiece trains on), one record batch at a time."""
+    for path in shards:
+        try:
+            parquet = pq.ParquetFile(path)
+            if TEXT_COLUMN not in parquet.schema_arrow.names:
+                raise CorpusError(f"{path}: no '{TEXT_COLUMN}' column; is it a shard of `mdeberta corpus prepare`?")
+            for batch in parquet.iter_batches(batch_size=4096, columns=[TEXT_COLUMN]):
+                yield [line for text in batch.column(0).to_pylist() if text for line in text.split("\n")]
+        except (OSError, ValueError) as err:  # pyarrow raises these for damaged files
+            raise CorpusError(f"{path}: cannot read the shard ({err}); rerun the corpus stage") from None
+
+
+def _sizes_from_stats(corpus: Path, langs: list[str]) -> dict[str, tuple[int, int]] | None:
+    """(paragraphs, characters) per language from the corpus stage's stats.json, if it has them all."""
+    try:
+        rows = json.loads((corpus / "stats.json").read_text(encoding="utf-8"))["languages"]
+        sizes = {row["lang"]: (int(row["kept_paragraphs"]), int(row["kept_characters"])) for row in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sizes if all(sizes.get(lang, (0, 0))[0] > 0 for lang in langs) else None
+
+
+def _count_sizes(shards: dict[str, list[Path]], progress: bool) -> dict[str, tuple[int, int]]:
+    sizes = {}
+    for lang, parts in tqdm(shards.items(), desc="tokenizer count", unit="lang", disable=None if progress else True):
+        lines = characters = 0
+        for batch in _paragraphs(parts):
+            nonempty = [line for line in batch if line.strip()]
+            lines += len(nonempty)
+            characters += sum(map(len, nonempty))
+        sizes[lang] = (lines, characters)
+    return sizes
+
+
+def language_shares(characters: dict[str, int], alpha: float) -> tuple[dict[str, float], dict[str, float]]:
+    """p_i (share of the corpus) and q_i (share of the sample) per language."""
+    total = sum(characters.values())
+    p = {lang: n / total for lang, n in characters.items()}
+    weights = {lang: share ** alpha for lang, share in p.items()}
+    norm = sum(weights.values())
+    return p, {lang: w / norm for lang, w in weights.items()}
+
+
+def quotas(q: dict[str, float], sentences: int) -> dict[str, int]:
+    """Lines per language summing exactly to ``sentences`` (largest remainders get the rounding)."""
+    exact = {lang: share * sentences for lang, share in q.items()}
+    counts = {lang: int(value) for lang, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda lang: exact[lang] - counts[lang], reverse=True)
+    for lang in by_remainder[:sentences - sum(counts.values())]:
+        counts[lang] += 1
+    return counts
+
+
+def split_long_line(line: str, max_bytes: int) -> list[str]:
+    """Pieces of at most ``max_bytes`` UTF-8 bytes, cut at spaces where possible, at character
+    boundaries otherwise; nothing is lost but the spaces at the cuts."""
+    if len(line.encode("utf-8")) <= max_bytes:
+        return [line]
+    pieces, current, size = [], [], 0
+    for word in line.split(" "):
+        word_bytes = len(word.encode("utf-8"))
+        if current and size + 1 + word_bytes > max_bytes:
+            pieces.append(" ".join(current))
+            current, size = [], 0
+        if word_bytes > max_bytes:
+            pieces.extend(_cut_word(word, max_bytes))
+            continue
+        size += word_bytes + (1 if current else 0)
+        current.append(word)
+    if current:
+        pieces.append(" ".join(current))
+    return [piece for piece in pieces if piece.strip()]
+
+
+def _cut_word(word: str, max_bytes: int) -> list[str]:
+    pieces, start, size = [], 0, 0
+    for index, char in enumerate(word):
+        width = len(char.encode("utf-8"))
+        if size + width > max_bytes:
+            pieces.append(word[start:index])
+            start, size = index, 0
+        size += width
+    pieces.append(word[start:])
+    return pieces
+
+
+class Reservoir:
+    """Uniform sample of ``capacity`` lines from a stream of unknown length (Algorithm R),
+    with the random draws done a batch at a time."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator):
+        self.capacity = capacity
+        self.rng = rng
+        self.lines: list[str] = []
+        self.seen = 0
+
+    def add(self, batch: list[str]) -> None:
+        free = max(self.capacity - len(self.lines), 0)
+        self.lines.extend(batch[:free])
+        rest = batch[free:]
+        if rest and self.capacity:
+            positions = np.arange(self.seen + free, self.seen + len(batch))
+            slots = self.rng.integers(0, positions + 1)
+            for index in np.flatnonzero(slots < self.capacity):
+                self.lines[slots[index]] = rest[index]
+        self.seen += len(batch)
+
+
+@dataclass
+class SamplePlan:
+    """What will be drawn, known before reading any text (from the corpus stage's stats)."""
+    corpus: Path
+    shards: dict[str, list[Path]]
+    sizes: dict[str, tuple[int, int]]  # (lines, characters) per language
+    size_source: str
+    p: dict[str, float]
+    q: dict[str, float]
+    quota: dict[str, int]
+
+    def expected_characters(self) -> int:
+        return int(sum(self.quota[lang] * chars / lines for lang, (lines, chars) in self.sizes.items() if lines))
+
+
+def plan_sample(corpus: Path, langs: list[str], alpha: float, sentences: int, progress: bool = True) -> SamplePlan:
+    shards = language_shards(corpus, langs)
+    sizes = _sizes_from_stats(corpus, list(shards))
+    source = "stats.json of the corpus stage"
+    if sizes is None:
+        sizes, source = _count_sizes(shards, progress), "counted (no usable stats.json)"
+    empty = [lang for lang in shards if sizes.get(lang, (0, 0))[0] == 0]
+    if empty:
+        raise CorpusError(f"{corpus}: language(s) {', '.join(empty)} have no text; remove them from --langs "
+                          "or rerun the corpus stage")
+    sizes = {lang: sizes[lang] for lang in shards}
+    p, q = language_shares({lang: sizes[lang][1] for lang in shards}, alpha)
+    return SamplePlan(corpus, shards, sizes, source, p, q, quotas(q, sentences))
+
+
+def read_lines(shards: list[Path]) -> Iterator[list[str]]:
+    """Non-empty paragraphs of a language's shards, a batch at a time."""
+    for batch in _paragraphs(shards):
+        yield [line for line in batch if line.strip()]
+
+
+def draw_sample(plan: SamplePlan, seed: int, max_sentence_length: int, report_lines: int = 0,
+                progress: bool = True) -> Sample:
+    corpus, shards, sizes, p, q, quota = plan.corpus, plan.shards, plan.sizes, plan.p, plan.q, plan.quota
+    rng = np.random.default_rng(seed)
+    report_rng = np.random.default_rng([seed, 1])
+    sample = Sample(lines=[], size_source=plan.size_source)
+    total_lines = sum(sizes[lang][0] for lang in shards)
+    bar = tqdm(total=total_lines, desc="tokenizer sample", unit="line", unit_scale=True, dynamic_ncols=True,
+               disable=None if progress else True)
+    started, read_chars = time.time(), 0
+    try:
+        for lang, parts in shards.items():
+            stats = LanguageSample(lang, sizes[lang][0], sizes[lang][1], p[lang], q[lang], quota[lang])
+            reservoir, held = Reservoir(quota[lang], rng), Reservoir(report_lines, report_rng)
+            for batch in _paragraphs(parts):
+                lines = [line for line in batch if line.strip()]
+                stats.empty_lines_skipped += len(batch) - len(lines)
+                reservoir.add(lines)
+                held.add(lines)
+                bar.update(len(lines))
+                read_chars += sum(map(len, lines))
+                bar.set_postfix_str(f"{read_chars / 1e6 / max(time.time() - started, 1e-9):.1f} Mchar/s", refresh=False)
+            if reservoir.seen == 0:
+                raise CorpusError(f"{corpus / lang}: no text in its shards; remove '{lang}' from --langs "
+                                  "or rerun the corpus stage")
+            stats.lines_available = reservoir.seen
+            sample.languages[lang] = stats
+            sample.report_lines[lang] = held.lines
+            sample.lines.extend(_fill_quota(reservoir.lines, quota[lang], rng, stats, max_sentence_length))
+    finally:
+        bar.close()
+    return sample
+
+
+def _fill_quota(drawn: list[str], quota: int, rng: np.random.Generator, stats: LanguageSample,
+                max_sentence_length: int) -> list[str]:
+    """Repeat a small language's lines up to its quota, then split the lines SentencePiece
+    would skip, counting both."""
+    stats.lines_drawn = len(drawn)
+    lines = list(drawn)
+    if drawn and len(drawn) < quota:
+        whole, rest = divmod(quota, len(drawn))
+        lines = drawn * whole + [drawn[i] for i in rng.choice(len(drawn), rest, replace=False)]
+        stats.lines_repeated = quota - len(drawn)
+    out = []
+    for line in lines:
+        pieces = split_long_line(line, max_sentence_length)
+        if len(pieces) > 1:
+            stats.long_lines_split += 1
+            stats.pieces_from_long_lines += len(pieces)
+        out.extend(pieces)
+    stats.sample_characters = sum(map(len, out))
+    return out
