@@ -140,7 +140,7 @@ def load_tokenizer(folder: str | Path):
 def run_report(tokenizer: Path, corpus: Path, compare: list[Path], langs: list[str], lines: int, seed: int,
                out: Path | None) -> str:
     tokenizers = {str(folder): load_tokenizer(folder) for folder in [tokenizer, *compare]}
-    texts = draw_report_lines(corpus, langs, lines, seed)
+    texts = draw_report_lines(Path(corpus), langs, lines, seed)
     tables = {name: fit_table(tok, texts) for name, tok in tokenizers.items()}
     out = Path(out or tokenizer)
     out.mkdir(parents=True, exist_ok=True)

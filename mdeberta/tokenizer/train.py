@@ -116,6 +116,7 @@ def trainer_options(settings: TokenizerSettings, work: Path, characters: int, ha
 
 
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 _SIZE = re.compile(r"\bsize=(\d+)")
 
 
@@ -144,6 +145,12 @@ def _explain(err: RuntimeError, settings: TokenizerSettings) -> UserError:
             f"--vocab-size {settings.vocab_size:,} is more than this sample supports: at most {int(too_high[2]):,} "
             "pieces; lower --vocab-size, draw more --sentences, or pass --allow-smaller-vocab to train the largest "
             "vocabulary it supports")
+    too_small = _TOO_SMALL.search(message)
+    if too_small:
+        return TrainingError(
+            f"--vocab-size {settings.vocab_size:,} is too small for this sample: its characters at "
+            f"--character-coverage {settings.character_coverage} and the special and byte pieces need "
+            f"{int(too_small[2]):,}; raise --vocab-size or lower --character-coverage")
     return TrainingError(f"SentencePiece failed: {message.splitlines()[-1] if message else err!r}")
 
 

@@ -1,0 +1,125 @@
+"""The language-balanced sample: shares, uniform draws within a language, long lines, bad corpora."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mdeberta.tokenizer.sampling import (CorpusError, Reservoir, draw_sample, language_shares, plan_sample,
+                                         quotas, split_long_line)
+from tests.tokenizer.conftest import write_shard
+
+SIZES = {"big": 6000, "mid": 600, "small": 60}  # lines per language; every line has 20 characters
+
+
+@pytest.fixture(scope="module")
+def skewed_corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("skewed")
+    for lang, lines in SIZES.items():
+        documents = ["\n".join(f"{lang[0]}{n:07d} line text" for n in range(start, min(start + 3, lines)))
+                     for start in range(0, lines, 3)]
+        write_shard(folder, lang, documents[::2], 0)
+        write_shard(folder, lang, documents[1::2], 1)
+    return folder
+
+
+def test_shares_follow_the_exponent():
+    p, q = language_shares({"a": 900, "b": 90, "c": 10}, 0.3)
+    assert p == pytest.approx({"a": 0.9, "b": 0.09, "c": 0.01})
+    weights = {k: v ** 0.3 for k, v in p.items()}
+    assert q == pytest.approx({k: w / sum(weights.values()) for k, w in weights.items()})
+    assert language_shares({"a": 900, "b": 100}, 1.0)[1] == pytest.approx({"a": 0.9, "b": 0.1})
+    assert language_shares({"a": 900, "b": 100}, 0.0)[1] == pytest.approx({"a": 0.5, "b": 0.5})
+
+
+def test_quotas_sum_exactly():
+    counts = quotas({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 1000)
+    assert sum(counts.values()) == 1000 and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_sample_shares_match_q_on_a_skewed_corpus(skewed_corpus):
+    plan = plan_sample(skewed_corpus, [], alpha=0.3, sentences=1500, progress=False)
+    assert plan.size_source.startswith("counted")  # no stats.json in this corpus
+    sample = draw_sample(plan, seed=0, max_sentence_length=4192, progress=False)
+    assert len(sample.lines) == 1500
+    drawn = {lang: sum(line[0] == lang[0] for line in sample.lines) for lang in SIZES}
+    for lang, stats in sample.languages.items():
+        assert stats.lines_available == SIZES[lang]
+        assert drawn[lang] == stats.quota == pytest.approx(plan.q[lang] * 1500, abs=1)
+        assert stats.p == pytest.approx(SIZES[lang] / sum(SIZES.values()))
+    # alpha lifts the small language well above its 0.9% of the corpus
+    assert drawn["small"] / 1500 > 0.1 > SIZES["small"] / sum(SIZES.values())
+    small = sample.languages["small"]
+    assert small.lines_drawn == 60 and small.lines_repeated == small.quota - 60
+    big = [int(line[1:8]) for line in sample.lines if line[0] == "b"]
+    assert len(set(big)) == len(big), "lines of a large language are drawn without repetition"
+
+
+def test_draws_are_uniform_within_a_language(skewed_corpus):
+    plan = plan_sample(skewed_corpus, ["big"], alpha=0.3, sentences=600, progress=False)
+    positions = []
+    for seed in range(5):
+        positions += [int(line[1:8]) for line in draw_sample(plan, seed, 4192, progress=False).lines]
+    counts, _ = np.histogram(positions, bins=10, range=(0, 6000))
+    expected = len(positions) / 10
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 27.9, counts  # 99.9th percentile of chi-square with 9 degrees of freedom
+
+
+def test_reservoir_keeps_everything_below_capacity():
+    reservoir = Reservoir(10, np.random.default_rng(0))
+    reservoir.add(["a", "b"])
+    reservoir.add(["c"])
+    assert reservoir.lines == ["a", "b", "c"] and reservoir.seen == 3
+
+
+def test_long_lines_are_split_not_dropped():
+    line = " ".join(["ሰላም"] * 400 + ["x" * 5000])
+    pieces = split_long_line(line, 100)
+    assert all(len(p.encode("utf-8")) <= 100 for p in pieces)
+    assert "".join(pieces).replace(" ", "") == line.replace(" ", "")
+    assert split_long_line("short line", 100) == ["short line"]
+
+
+def test_long_lines_are_counted(tmp_path):
+    write_shard(tmp_path, "en", ["word " * 3000 + "\nshort line"])
+    plan = plan_sample(tmp_path, [], alpha=0.3, sentences=2, progress=False)
+    sample = draw_sample(plan, 0, 4192, progress=False)
+    stats = sample.languages["en"]
+    assert stats.long_lines_split == 1 and stats.pieces_from_long_lines == 4
+    assert len(sample.lines) == 5
+
+
+def test_missing_corpus(tmp_path):
+    with pytest.raises(CorpusError, match="corpus not found: .*run `mdeberta corpus prepare"):
+        plan_sample(tmp_path / "nowhere", [], 0.3, 10)
+
+
+def test_folder_without_shards(tmp_path):
+    (tmp_path / "en").mkdir()
+    with pytest.raises(CorpusError, match="no <lang>/part-\\*.parquet shards"):
+        plan_sample(tmp_path, [], 0.3, 10)
+
+
+def test_unknown_language(skewed_corpus):
+    with pytest.raises(CorpusError, match="no shards for language\\(s\\) xx; the corpus has big, mid, small"):
+        plan_sample(skewed_corpus, ["big", "xx"], 0.3, 10)
+
+
+def test_empty_language(tmp_path):
+    write_shard(tmp_path, "en", ["some text here"])
+    write_shard(tmp_path, "fr", ["", "  "])
+    with pytest.raises(CorpusError, match="language\\(s\\) fr have no text"):
+        plan_sample(tmp_path, [], 0.3, 10, progress=False)
+
+
+def test_shard_without_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "en").mkdir()
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "en" / "part-00000.parquet")
+    with pytest.raises(CorpusError, match="no 'text' column"):
+        plan_sample(tmp_path, [], 0.3, 10, progress=False)
