@@ -6,43 +6,17 @@ order, so here every kept paragraph only gets its 64-bit key; ``dedup`` decides 
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import unicodedata
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
+from .charclass import hash64, paragraph_stats
 from .filters import ParagraphFilter
 from .langid import LanguageIdentifier
 from .normalize import normalize_paragraphs
 from .readers import RawDocument
 from .settings import CorpusSettings
 from .stats import UNKNOWN_LANGUAGE, Tally
-
-_DROPPED_FOR_KEY = {"Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf"}
-
-
-@functools.cache
-def _key_table() -> dict[int, str | None]:
-    """CCNet's line normalisation as one str.translate table: punctuation, symbols and spaces
-    vanish, every decimal digit becomes 0 (built once per process, about 0.3 s)."""
-    table: dict[int, str | None] = {}
-    for code in range(0x110000):
-        category = unicodedata.category(chr(code))
-        if category in _DROPPED_FOR_KEY:
-            table[code] = None
-        elif category == "Nd":
-            table[code] = "0"
-    return table
-
-
-def hash64(text: str) -> int:
-    """First 8 bytes of SHA-1, as CCNet does."""
-    return int.from_bytes(hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()[:8], "little")
-
-
-def paragraph_key(paragraph: str) -> int:
-    """Paragraphs differing only in case, digits, punctuation or spacing share a key."""
-    return hash64(paragraph.lower().translate(_key_table()))
 
 
 @dataclass
@@ -53,18 +27,27 @@ class CleanBatch:
     text: list[str] = field(default_factory=list)
     lang: list[str] = field(default_factory=list)
     lang_score: list[float] = field(default_factory=list)
-    paragraph_keys: list[list[int]] = field(default_factory=list)
+    paragraph_keys: list[int] = field(default_factory=list)  # all documents' keys, in order
+    paragraph_offsets: list[int] = field(default_factory=lambda: [0])  # where each document's keys start
     doc_hash: list[int] = field(default_factory=list)
     tally: Tally = field(default_factory=Tally)
 
-    def append(self, doc_id: str, paragraphs: list[str], lang: str, score: float) -> None:
+    def append(self, doc_id: str, paragraphs: list[str], keys: list[int], lang: str, score: float) -> None:
         text = "\n".join(paragraphs)
         self.id.append(doc_id)
         self.text.append(text)
         self.lang.append(lang)
         self.lang_score.append(score)
-        self.paragraph_keys.append([paragraph_key(p) for p in paragraphs])
+        self.paragraph_keys += keys
+        self.paragraph_offsets.append(len(self.paragraph_keys))
         self.doc_hash.append(hash64(text))
+
+    def table(self, schema: pa.Schema) -> pa.Table:
+        keys = pa.ListArray.from_arrays(pa.array(self.paragraph_offsets, pa.int32()),
+                                        pa.array(self.paragraph_keys, pa.uint64()))
+        columns = {"id": self.id, "text": self.text, "lang": self.lang, "lang_score": self.lang_score,
+                   "paragraph_keys": keys, "doc_hash": pa.array(self.doc_hash, pa.uint64())}
+        return pa.table(columns, schema=schema)
 
 
 def _chars(paragraphs: list[str]) -> int:
@@ -77,27 +60,41 @@ class DocumentCleaner:
         self.filter = ParagraphFilter(settings)
         self.lid = LanguageIdentifier(settings.lid_model)
         self.langs = set(langs)
-        _key_table()
+        paragraph_stats(["warm up"])  # builds the character tables once, before the first batch
 
     def clean(self, source: str, first_index: int, documents: list[RawDocument]) -> CleanBatch:
+        """Normalises the batch, measures all its paragraphs at once, then decides per document."""
         batch = CleanBatch()
-        for offset, raw in enumerate(documents):
-            self._clean_one(batch, f"{source}#{first_index + offset}", raw)
+        normalised = [self._normalise(batch.tally, raw) for raw in documents]
+        flat = [p for paragraphs in normalised for p in paragraphs]
+        stats = paragraph_stats(flat)
+        verdicts, keys = self.filter.verdicts(flat, stats), stats.keys.tolist()
+        at = 0
+        for offset, (raw, paragraphs) in enumerate(zip(documents, normalised)):
+            end = at + len(paragraphs)
+            self._clean_one(batch, f"{source}#{first_index + offset}", raw, paragraphs, verdicts[at:end], keys[at:end])
+            at = end
         return batch
 
-    def _clean_one(self, batch: CleanBatch, doc_id: str, raw: RawDocument) -> None:
-        tally = batch.tally
+    def _normalise(self, tally: Tally, raw: RawDocument) -> list[str]:
         tally.notes["documents_read"] += 1
         if raw.drop_reason:
-            tally.add(UNKNOWN_LANGUAGE, "read", raw.drop_reason, documents=1)
-            return
+            return []
         tally.notes["bytes_read"] += len(raw.text.encode("utf-8", "surrogatepass"))
         tally.notes["invalid_utf8_bytes"] += raw.invalid_bytes
         paragraphs, removed = normalize_paragraphs(raw.text, self.settings.strip_joiners)
         tally.notes["invisible_characters_removed"] += removed
-        verdicts = [self.filter.paragraph_verdict(p) for p in paragraphs]
+        return paragraphs
+
+    def _clean_one(self, batch: CleanBatch, doc_id: str, raw: RawDocument, paragraphs: list[str],
+                   verdicts: list[tuple[str | None, float]], keys: list[int]) -> None:
+        tally = batch.tally
+        if raw.drop_reason:
+            tally.add(UNKNOWN_LANGUAGE, "read", raw.drop_reason, documents=1)
+            return
         reasons = [reason for reason, _ in verdicts]
         kept = [p for p, reason in zip(paragraphs, reasons) if reason is None]
+        kept_keys = [k for k, reason in zip(keys, reasons) if reason is None]
         dropped = [(reason, len(p)) for p, reason in zip(paragraphs, reasons) if reason]
         dropped += [("line_too_long", length) for length in raw.overlong_chars]
 
@@ -118,9 +115,9 @@ class DocumentCleaner:
             if reason:
                 tally.add(lang, "langid", reason, documents=1, paragraphs=len(kept), characters=_chars(kept))
             else:
-                batch.append(doc_id, kept, lang, score)
+                batch.append(doc_id, kept, kept_keys, lang, score)
         else:
-            self._route_paragraphs(batch, doc_id, kept)
+            self._route_paragraphs(batch, doc_id, kept, kept_keys)
 
     def _lid_sample(self, text: str) -> str:
         """The first ``lid_max_chars`` characters, cut at a space so no word is split."""
@@ -137,29 +134,30 @@ class DocumentCleaner:
             return "lang_not_selected"
         return None
 
-    def _route_paragraphs(self, batch: CleanBatch, doc_id: str, paragraphs: list[str]) -> None:
+    def _route_paragraphs(self, batch: CleanBatch, doc_id: str, paragraphs: list[str], keys: list[int]) -> None:
         """CC100-style: each paragraph goes to its own language; a document becomes one record
         per language it contains (paragraph order kept)."""
         tally = batch.tally
-        routed: dict[str, tuple[list[str], list[float]]] = {}
+        routed: dict[str, tuple[list[str], list[int], list[float]]] = {}
         reasons = []
-        for paragraph in paragraphs:
+        for paragraph, key in zip(paragraphs, keys):
             lang, score = self.lid.predict(self._lid_sample(paragraph))
             reason = self._language_reason(lang, score)
             if reason:
                 tally.add(lang, "langid", reason, paragraphs=1, characters=len(paragraph))
                 reasons.append((lang, reason))
                 continue
-            texts, scores = routed.setdefault(lang, ([], []))
+            texts, text_keys, scores = routed.setdefault(lang, ([], [], []))
             texts.append(paragraph)
+            text_keys.append(key)
             scores.append(score)
         if not routed:
             lang, reason = reasons[0]
             tally.add(lang, "langid", reason, documents=1)
-        for lang, (texts, scores) in routed.items():
+        for lang, (texts, text_keys, scores) in routed.items():
             if self.filter.too_short(texts):
                 tally.add(lang, "filter", "doc_too_short", documents=1, paragraphs=len(texts), characters=_chars(texts))
                 continue
             weights = list(map(len, texts))
             score = sum(s * w for s, w in zip(scores, weights)) / sum(weights)
-            batch.append(f"{doc_id}/{lang}", texts, lang, score)
+            batch.append(f"{doc_id}/{lang}", texts, text_keys, lang, score)

@@ -4,41 +4,23 @@ Word-based rules would reject every line of Chinese, Japanese or Thai, which are
 spaces between words; there a character counts as half a word (a Chinese word averages about two
 characters), so the same thresholds serve every script.
 
-The rules run on every paragraph of the corpus, so they use the cheapest primitives that are
-correct: stdlib ``re`` where a plain character range does, ``regex`` only for Unicode properties.
-Paragraphs reach them normalised, with single spaces between words.
+Letter and word counts come from ``charclass``, which measures a whole batch of paragraphs in a
+few numpy operations; what remains here per paragraph is the configurable boilerplate patterns and
+the separator count of navigation menus.
 """
 
 from __future__ import annotations
 
 import re
 
-import regex
-
 from ..recipe import SettingsError
+from .charclass import ParagraphStats, paragraph_stats
 from .settings import CorpusSettings
 
-# Han, Kana, Thai, Lao, Myanmar, Khmer, Tibetan: scripts written without spaces between words.
-_UNSPACED = re.compile("[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff"
-                       "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-# A whitespace-separated token without a single letter: "|", "2023", "#4471", "+++".
-_NON_WORD_TOKEN = re.compile(r"(?:^| )(?:[^\w\s]|[\d_])+(?= |$)")
-# Anything but letters, combining marks (Indic and Thai vowel signs) and spaces.
-_NON_LETTER = regex.compile(r"[^\p{L}\p{M} ]")
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
 # Menus and breadcrumbs: "Home | Recipes | About us | Contact".
 _SEPARATOR = re.compile(r" [|•·»›/] ")
 _NAVIGATION_ITEM_CHARS = 30  # menu items are short in every script; sentences are not
-
-
-def word_count(paragraph: str) -> float:
-    """Words with at least one letter; in unspaced scripts, half a word per character."""
-    spaced, unspaced = paragraph, 0
-    if _UNSPACED.search(paragraph):
-        spaced, unspaced = _UNSPACED.subn(" ", paragraph)
-        spaced = " ".join(spaced.split())
-    words = spaced.count(" ") + 1 - len(_NON_WORD_TOKEN.findall(spaced)) if spaced.strip() else 0
-    return words + unspaced / 2
 
 
 class ParagraphFilter:
@@ -54,17 +36,19 @@ class ParagraphFilter:
         except re.error as err:
             raise SettingsError(f"boilerplate: invalid regular expression {err.pattern!r}: {err}") from None
 
-    def paragraph_verdict(self, paragraph: str) -> tuple[str | None, float]:
-        """The drop reason (None: keep) and the word count, which the document rule reuses
-        (0 when a cheaper rule dropped the paragraph first)."""
+    def verdicts(self, paragraphs: list[str], stats: ParagraphStats) -> list[tuple[str | None, float]]:
+        """Per paragraph, the drop reason (None: keep) and the word count, which the document
+        rule reuses (0 when a cheaper rule dropped the paragraph first)."""
+        return list(map(self._verdict, paragraphs, stats.letters.tolist(), stats.visible.tolist(),
+                        stats.words.tolist()))
+
+    def _verdict(self, paragraph: str, letters: int, visible: int, words: float) -> tuple[str | None, float]:
         if len(paragraph) > self.max_chars:
             return "line_too_long", 0.0
         if any(p.search(paragraph) for p in self.boilerplate):
             return "line_boilerplate", 0.0
-        visible = len(paragraph) - paragraph.count(" ")
-        if visible - _NON_LETTER.subn("", paragraph)[1] < self.min_letter_ratio * visible:
+        if letters < self.min_letter_ratio * visible:
             return "line_few_letters", 0.0
-        words = word_count(paragraph)
         if words < self.min_words:
             return "line_too_short", words
         separators = len(_SEPARATOR.findall(paragraph))
@@ -73,17 +57,17 @@ class ParagraphFilter:
         return None, words
 
     def paragraph_reason(self, paragraph: str) -> str | None:
-        return self.paragraph_verdict(paragraph)[0]
+        return self.verdicts([paragraph], paragraph_stats([paragraph]))[0][0]
 
     def document_reason(self, paragraphs: list[str], words: float | None = None) -> str | None:
         """``words``: the paragraphs' total word count, when the caller already has it."""
         if not paragraphs:
             return "doc_empty"
-        if any(_LOREM.search(p) for p in paragraphs):
+        if _LOREM.search("\n".join(paragraphs)):  # the phrase has no newline: one search per document
             return "doc_lorem_ipsum"
-        if (words if words is not None else sum(map(word_count, paragraphs))) < self.min_doc_words:
+        if (words if words is not None else paragraph_stats(paragraphs).words.sum()) < self.min_doc_words:
             return "doc_too_short"
         return None
 
     def too_short(self, paragraphs: list[str]) -> bool:
-        return sum(map(word_count, paragraphs)) < self.min_doc_words
+        return paragraph_stats(paragraphs).words.sum() < self.min_doc_words

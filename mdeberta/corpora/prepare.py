@@ -272,8 +272,7 @@ class CorpusStage:
             with pq.ParquetWriter(tmp, CLEAN_SCHEMA) as writer:
                 for batch in run(self._batches(shard)):
                     tally.update(batch.tally)
-                    writer.write_table(pa.table({name: getattr(batch, name) for name in CLEAN_SCHEMA.names},
-                                                schema=CLEAN_SCHEMA))
+                    writer.write_table(batch.table(CLEAN_SCHEMA))
                     yield batch
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from mdeberta.corpora.clean import paragraph_key
+from mdeberta.corpora.charclass import paragraph_key
 from mdeberta.corpora.dedup import Deduplicator, KeySet, first_occurrences
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from mdeberta.corpora.filters import ParagraphFilter, word_count
+from mdeberta.corpora.charclass import word_count
+from mdeberta.corpora.filters import ParagraphFilter
 from mdeberta.corpora.settings import CorpusSettings
 
 
