@@ -83,54 +83,61 @@ class DisentangledSelfAttention(nn.Module):
         return x.view(*x.shape[:-1], self.heads, self.head_size).transpose(-3, -2)
 
     def forward(self, hidden_states, mask, rel_index, rel_embeddings, query_states=None):
-        """``mask``: bool [B, 1, Lq, Lk], True where query i may attend to key j.
-        ``query_states`` (Enhanced Mask Decoder) replaces the queries; keys and values still
-        come from ``hidden_states``; ``rel_index`` is then [Lq, Lk]."""
+        """``mask``: bool [B, 1, Lq, Lk], True where query i may attend to key j, or None when
+        nothing is padded. ``query_states`` (Enhanced Mask Decoder) replaces the queries; keys
+        and values still come from ``hidden_states``."""
         queries = self._split_heads(self.query_proj(hidden_states if query_states is None else query_states))
         keys = self._split_heads(self.key_proj(hidden_states))
         values = self._split_heads(self.value_proj(hidden_states))
         # The scale is built in float32 then cast, as the reference does (sqrt(192) -> 13.875 in bf16).
         scale = torch.sqrt(torch.tensor(self.head_size * self.scale_factor, dtype=torch.float)).to(queries.dtype)
-        position = self._position_scores(queries, keys, rel_index, self.pos_dropout(rel_embeddings))
+        rel_embeddings = self.pos_dropout(rel_embeddings)
         if self.backend == "eager":
-            context = self._eager(queries, keys, values, position, mask, scale)
+            context = self._eager(queries, keys, values, rel_index, rel_embeddings, mask, scale)
         else:
-            context = self._sdpa(queries, keys, values, position, mask, scale)
+            context = self._sdpa(queries, keys, values, rel_index, rel_embeddings, mask, scale)
         return context.transpose(-3, -2).flatten(-2)
 
-    def _position_scores(self, queries, keys, rel_index, rel_embeddings):
+    def _position_scores(self, queries, keys, rel_index, rel_embeddings, scale=None):
         """c2p + p2c as [B, H, Lq, Lk]: two GEMMs against the position table, then gathers.
-        ``rel_index`` is [Lq, Lk], or [B, Lq, Lk] when each row has its own queries."""
+        ``rel_index`` is [Lq, Lk], or [B, Lq, Lk] when each row has its own queries. A ``scale``
+        divides the small [H, 2 span, d] tables rather than the [B, H, Lq, Lk] result."""
         index = rel_index.unsqueeze(-3) if rel_index.dim() == 3 else rel_index
         position = None
         if "c2p" in self.pos_att_type:
             pos_key = self._split_heads(self.key_proj(rel_embeddings))  # [H, 2 span, d]
+            if scale is not None:
+                pos_key = pos_key / scale
             c2p = torch.matmul(queries, pos_key.transpose(-1, -2))  # [B, H, Lq, 2 span]
             position = torch.gather(c2p, -1, index.expand(*c2p.shape[:2], *index.shape[-2:]))
         if "p2c" in self.pos_att_type:
             pos_query = self._split_heads(self.query_proj(rel_embeddings))
+            if scale is not None:
+                pos_query = pos_query / scale
             p2c = torch.matmul(keys, pos_query.transpose(-1, -2))  # [B, H, Lk, 2 span]
             by_key = index.transpose(-1, -2)
             p2c = torch.gather(p2c, -1, by_key.expand(*p2c.shape[:2], *by_key.shape[-2:])).transpose(-1, -2)
-            position = p2c if position is None else position + p2c
+            position = p2c if position is None else position.add_(p2c)
         return position
 
-    def _eager(self, queries, keys, values, position, mask, scale):
+    def _eager(self, queries, keys, values, rel_index, rel_embeddings, mask, scale):
+        """The reference order of operations (transformers'): K is scaled before Q.K^T."""
         scores = torch.matmul(queries, keys.transpose(-1, -2) / scale)
+        position = self._position_scores(queries, keys, rel_index, rel_embeddings)
         if position is not None:
             scores = scores + position / scale
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = self.dropout(torch.softmax(scores, dim=-1))
         return torch.matmul(probs, values)
 
-    def _sdpa(self, queries, keys, values, position, mask, scale):
-        # Adding finfo.min (rather than -inf) keeps fully padded query rows finite: they attend
-        # uniformly, as in the reference, instead of producing NaN.
-        if position is None:
-            bias = torch.zeros(mask.shape, dtype=queries.dtype, device=queries.device)
-        else:
-            bias = position / scale
-        bias = bias.masked_fill(~mask, torch.finfo(queries.dtype).min)
+    def _sdpa(self, queries, keys, values, rel_index, rel_embeddings, mask, scale):
+        bias = self._position_scores(queries, keys, rel_index, rel_embeddings, scale)
+        if mask is not None:
+            # finfo.min rather than -inf keeps fully padded query rows finite: they attend
+            # uniformly, as in the reference, instead of producing NaN.
+            fill = torch.finfo(queries.dtype).min
+            bias = torch.where(mask, 0.0, fill).to(queries.dtype) if bias is None else bias.masked_fill(~mask, fill)
         return F.scaled_dot_product_attention(
             queries, keys, values, attn_mask=bias, scale=1.0 / float(scale),
             dropout_p=self.dropout.p if self.training else 0.0)

@@ -154,7 +154,7 @@ class DebertaV2Encoder(nn.Module):
     def forward(self, hidden_states, attention_mask, output_hidden_states=False, num_layers=None):
         """Runs the first ``num_layers`` layers (all by default): the generator's Enhanced Mask
         Decoder re-runs the last one itself."""
-        mask = pairwise_mask(attention_mask)
+        mask = None if bool(attention_mask.all()) else pairwise_mask(attention_mask)
         rel_index = self.relative_index(hidden_states.shape[1], hidden_states.device)
         rel_embeddings = self.rel_table()
         all_states = [hidden_states] if output_hidden_states else None
