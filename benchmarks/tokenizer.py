@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import platform
@@ -39,9 +40,9 @@ def generate_corpus(lines: int, seed: int = 0) -> list[str]:
         alphabet = [chr(c) for c in range(low, high + 1)]
         syllables = ["".join(rng.choices(alphabet, k=rng.randint(1, 3))) for _ in range(3000)]
         words = ["".join(rng.choices(syllables, k=rng.randint(1, 3))) for _ in range(40_000)]
-        weights = [1 / (rank + 1) ** 1.1 for rank in range(len(words))]
+        cumulative = list(itertools.accumulate(1 / (rank + 1) ** 1.1 for rank in range(len(words))))
         for _ in range(per_language):
-            out.append(" ".join(rng.choices(words, weights, k=rng.randint(5, 25))))
+            out.append(" ".join(rng.choices(words, cum_weights=cumulative, k=rng.randint(5, 25))))
     rng.shuffle(out)
     return out
 
