@@ -56,6 +56,28 @@ def relative_index(length: int, span: int, buckets: int, max_position: int, devi
     return by_offset[(length - 1) - rows[:, None] + rows[None, :]]
 
 
+class _GatherPositions(torch.autograd.Function):
+    """``torch.gather`` whose backward keeps only the index and the table's shape. The built-in
+    one keeps the whole [B, H, L, 2 span] table alive until backward, in every layer."""
+
+    @staticmethod
+    def forward(ctx, table, index):
+        ctx.save_for_backward(index)
+        ctx.table_shape = table.shape
+        return torch.gather(table, -1, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        table_grad = grad.new_zeros(ctx.table_shape).scatter_add_(-1, index, grad)
+        return table_grad, None
+
+
+def gather_positions(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table [B, H, Lq, 2 span] gathered at index [..., Lq, Lk] -> [B, H, Lq, Lk]."""
+    return _GatherPositions.apply(table, index.expand(*table.shape[:2], *index.shape[-2:]))
+
+
 class DisentangledSelfAttention(nn.Module):
     """Parameter names follow transformers' ``DisentangledSelfAttention`` so state dicts load
     unchanged. Only shared attention keys (DeBERTaV3) are implemented."""
@@ -109,14 +131,13 @@ class DisentangledSelfAttention(nn.Module):
             if scale is not None:
                 pos_key = pos_key / scale
             c2p = torch.matmul(queries, pos_key.transpose(-1, -2))  # [B, H, Lq, 2 span]
-            position = torch.gather(c2p, -1, index.expand(*c2p.shape[:2], *index.shape[-2:]))
+            position = gather_positions(c2p, index)
         if "p2c" in self.pos_att_type:
             pos_query = self._split_heads(self.query_proj(rel_embeddings))
             if scale is not None:
                 pos_query = pos_query / scale
             p2c = torch.matmul(keys, pos_query.transpose(-1, -2))  # [B, H, Lk, 2 span]
-            by_key = index.transpose(-1, -2)
-            p2c = torch.gather(p2c, -1, by_key.expand(*p2c.shape[:2], *by_key.shape[-2:])).transpose(-1, -2)
+            p2c = gather_positions(p2c, index.transpose(-1, -2)).transpose(-1, -2)
             position = p2c if position is None else position.add_(p2c)
         return position
 
