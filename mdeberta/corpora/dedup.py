@@ -1,8 +1,8 @@
 """Exact deduplication of paragraphs and documents across the whole input, in input order.
 
 Memory bound: the set of keys seen so far holds 8 bytes per unique paragraph and 8 bytes per
-unique document (sorted uint64 arrays, no Python objects), plus, while one shard is checked, that
-shard's own keys. The sorted keys are split into 4096 buckets by their top 12 bits, so adding a
+unique document (sorted uint64 arrays, no Python objects), plus the keys of the chunk of documents
+being checked (65,536 documents at a time). The sorted keys are split into 4096 buckets by their top 12 bits, so adding a
 shard's new keys copies one bucket at a time and never doubles the whole set.
 
 Shards are checked one after another in input order, so the first occurrence of a paragraph is
@@ -44,7 +44,7 @@ class KeySet:
         for bucket, start, end in self._spans(sorted_unique):
             keys, members = sorted_unique[start:end], self._buckets[bucket]
             if len(members):
-                at = np.searchsorted(members, keys).clip(max=len(members) - 1)
+                at = np.minimum(np.searchsorted(members, keys), len(members) - 1)
                 present[start:end] = members[at] == keys
             fresh = keys[~present[start:end]]
             if len(fresh):

@@ -47,6 +47,8 @@ from .settings import CorpusSettings
 from .stats import Tally, write_stats
 
 WORK = "_work"
+DEDUP_CHUNK_DOCS = 65_536
+WRITE_CHUNK_DOCS = 8_192
 CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
                           ("lang_score", pa.float32()), ("paragraph_keys", pa.list_(pa.uint64())),
                           ("doc_hash", pa.uint64())])
@@ -286,14 +288,14 @@ class CorpusStage:
     # ------------------------------------------------------------------------- phase 2: dedup
 
     def _deduplicate(self, shards: list[InputShard]) -> dict[int, ShardDuplicates]:
-        """Decisions for every shard, made in input order, one row group at a time."""
+        """Decisions for every shard, made in input order, ``DEDUP_CHUNK_DOCS`` documents at a time
+        (each check has a fixed cost per bucket of the key set, so small chunks are slow)."""
         decisions: dict[int, ShardDuplicates] = {}
         dedup = Deduplicator()
         for shard in tqdm(shards, desc="corpus dedup", unit="shard", disable=None if self.progress and len(shards) > 1 else True):
             parquet = pq.ParquetFile(self.layout.clean(shard))
             parts = []
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=["doc_hash", "paragraph_keys"])
+            for table in parquet.iter_batches(DEDUP_CHUNK_DOCS, columns=["doc_hash", "paragraph_keys"]):
                 keys = table.column("paragraph_keys")
                 lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)
                 flat = pc.list_flatten(keys).to_numpy(zero_copy_only=False)
@@ -372,38 +374,19 @@ def _write_shard(task: tuple[CorpusSettings, Path, InputShard, ShardDuplicates])
     parquet = pq.ParquetFile(layout.clean(shard))
     doc_at = paragraph_at = 0
     try:
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group, columns=["id", "text", "lang", "lang_score"]).to_pydict()
-            rows: dict[str, dict[str, list]] = {}
-            for doc_id, text, lang, score in zip(table["id"], table["text"], table["lang"], table["lang_score"]):
-                paragraphs = text.split("\n")
-                keep = decision.keep_paragraphs[paragraph_at:paragraph_at + len(paragraphs)]
-                paragraph_at += len(paragraphs)
-                duplicate = decision.duplicate_docs[doc_at]
-                doc_at += 1
-                if duplicate:
-                    tally.add(lang, "dedup", "duplicate_document", 1, len(paragraphs), len(text) - len(paragraphs) + 1)
-                    continue
-                kept = [p for p, k in zip(paragraphs, keep) if k]
-                if len(kept) < len(paragraphs):
-                    removed = [p for p, k in zip(paragraphs, keep) if not k]
-                    tally.add(lang, "dedup", "duplicate_paragraph", 0, len(removed), sum(map(len, removed)))
-                    if not kept:
-                        tally.add(lang, "dedup", "doc_empty_after_dedup", documents=1)
-                        continue
-                    if too_short(kept):
-                        tally.add(lang, "dedup", "doc_too_short_after_dedup", 1, len(kept), sum(map(len, kept)))
-                        continue
-                tally.add(lang, "output", "kept", 1, len(kept), sum(map(len, kept)))
-                columns = rows.setdefault(lang, {name: [] for name in OUTPUT_SCHEMA.names})
-                for name, value in zip(OUTPUT_SCHEMA.names, (doc_id, "\n".join(kept), lang, score, shard.name)):
-                    columns[name].append(value)
-            for lang, columns in rows.items():
+        for table in parquet.iter_batches(WRITE_CHUNK_DOCS, columns=["id", "text", "lang", "lang_score"]):
+            table = pa.Table.from_batches([table])
+            paragraphs = pc.count_substring(table.column("text"), "\n").to_numpy() + 1
+            documents = _ShardChunk(table, paragraphs, decision.duplicate_docs[doc_at:doc_at + len(paragraphs)],
+                                    decision.keep_paragraphs[paragraph_at:paragraph_at + paragraphs.sum()])
+            doc_at += len(paragraphs)
+            paragraph_at += paragraphs.sum()
+            for lang, part in documents.apply(too_short, tally).items():
                 if lang not in writers:
                     path = layout.part(lang, shard)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     writers[lang] = pq.ParquetWriter(path.with_name(path.name + ".tmp"), OUTPUT_SCHEMA)
-                writers[lang].write_table(pa.table(columns, schema=OUTPUT_SCHEMA))
+                writers[lang].write_table(part.append_column("source", pa.repeat(shard.name, part.num_rows)))
     finally:
         for writer in writers.values():
             writer.close()
@@ -414,3 +397,64 @@ def _write_shard(task: tuple[CorpusSettings, Path, InputShard, ShardDuplicates])
         files.append(str(path.relative_to(out)))
     write_json_atomic(layout.written(shard), {"digest": digest, "files": files, "tally": tally.to_json()})
     return tally
+
+
+class _ShardChunk:
+    """Cleaned documents with their dedup decisions. Documents that lost nothing to dedup (nearly
+    all) pass through as Arrow columns; only those that lost some paragraphs are rebuilt in Python."""
+
+    def __init__(self, table: pa.Table, paragraphs: np.ndarray, duplicate: np.ndarray, keep: np.ndarray):
+        self.table, self.paragraphs, self.duplicate, self.keep = table, paragraphs, duplicate, keep
+        self.characters = pc.utf8_length(table.column("text")).to_numpy() - (paragraphs - 1)
+        self.first_paragraph = np.cumsum(paragraphs) - paragraphs
+        langs = table.column("lang").combine_chunks().dictionary_encode()
+        self.lang_codes, self.lang_names = langs.indices.to_numpy(), langs.dictionary.to_pylist()
+
+    def apply(self, too_short, tally: Tally) -> dict[str, pa.Table]:
+        """Counts every document under its reason; returns the surviving rows per language."""
+        doc_of_paragraph = np.repeat(np.arange(len(self.paragraphs)), self.paragraphs)
+        lost = np.bincount(doc_of_paragraph[~self.keep], minlength=len(self.paragraphs))
+        self._count(tally, "duplicate_document", self.duplicate, self.paragraphs, self.characters)
+        survives = ~self.duplicate & (lost == 0)
+        paragraphs, characters = self.paragraphs.copy(), self.characters.copy()
+        rebuilt: dict[int, str] = {}
+        for row in np.flatnonzero(~self.duplicate & (lost > 0)).tolist():
+            kept = self._rebuild(row, too_short, tally)
+            if kept:
+                rebuilt[row] = "\n".join(kept)
+                survives[row], paragraphs[row], characters[row] = True, len(kept), sum(map(len, kept))
+        self._count(tally, "kept", survives, paragraphs, characters, step="output")
+        table = self.table
+        if rebuilt:
+            mask = np.zeros(len(self.paragraphs), bool)
+            mask[list(rebuilt)] = True
+            texts = pc.replace_with_mask(table.column("text").combine_chunks(), pa.array(mask),
+                                         pa.array([rebuilt[row] for row in sorted(rebuilt)], pa.string()))
+            table = table.set_column(table.schema.get_field_index("text"), "text", texts)
+        return {self.lang_names[code]: table.filter(pa.array(survives & (self.lang_codes == code)))
+                for code in np.unique(self.lang_codes[survives]).tolist()}
+
+    def _rebuild(self, row: int, too_short, tally: Tally) -> list[str] | None:
+        """The paragraphs of a document that lost some to dedup, or None when it is dropped."""
+        lang = self.lang_names[self.lang_codes[row]]
+        start = self.first_paragraph[row]
+        keep = self.keep[start:start + self.paragraphs[row]]
+        paragraphs = self.table.column("text")[row].as_py().split("\n")
+        kept = [p for p, k in zip(paragraphs, keep) if k]
+        removed = [p for p, k in zip(paragraphs, keep) if not k]
+        tally.add(lang, "dedup", "duplicate_paragraph", 0, len(removed), sum(map(len, removed)))
+        if not kept:
+            tally.add(lang, "dedup", "doc_empty_after_dedup", documents=1)
+            return None
+        if too_short(kept):
+            tally.add(lang, "dedup", "doc_too_short_after_dedup", 1, len(kept), sum(map(len, kept)))
+            return None
+        return kept
+
+    def _count(self, tally: Tally, reason: str, rows: np.ndarray, paragraphs: np.ndarray,
+               characters: np.ndarray, step: str = "dedup") -> None:
+        codes = self.lang_codes[rows]
+        for code in np.unique(codes).tolist():
+            mine = codes == code
+            tally.add(self.lang_names[code], step, reason, int(mine.sum()), int(paragraphs[rows][mine].sum()),
+                      int(characters[rows][mine].sum()))
