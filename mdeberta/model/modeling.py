@@ -140,23 +140,25 @@ class DebertaV2Encoder(nn.Module):
             self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
         self._index_cache: dict = {}
 
-    def rel_table(self) -> torch.Tensor:
-        table = self.rel_embeddings.weight
-        return self.LayerNorm(table) if hasattr(self, "LayerNorm") else table
+    def relative_positions(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The [L, L] index into the relative table and the LayerNorm'd rows it uses.
 
-    def relative_index(self, length: int, device) -> torch.Tensor:
+        Short sequences use only the rows of distances below their length (255 of 512 at
+        L = 128), so the position GEMMs run over those rows alone."""
         key = (length, str(device))
         if key not in self._index_cache:
-            self._index_cache[key] = relative_index(length, self.span, self.position_buckets,
-                                                    self.max_relative_positions, device)
-        return self._index_cache[key]
+            index = relative_index(length, self.span, self.position_buckets, self.max_relative_positions, device)
+            low, high = int(index.min()), int(index.max()) + 1
+            self._index_cache[key] = (index - low, slice(low, high))
+        index, rows = self._index_cache[key]
+        table = self.rel_embeddings.weight[rows]
+        return index, (self.LayerNorm(table) if hasattr(self, "LayerNorm") else table)
 
     def forward(self, hidden_states, attention_mask, output_hidden_states=False, num_layers=None):
         """Runs the first ``num_layers`` layers (all by default): the generator's Enhanced Mask
         Decoder re-runs the last one itself."""
         mask = None if bool(attention_mask.all()) else pairwise_mask(attention_mask)
-        rel_index = self.relative_index(hidden_states.shape[1], hidden_states.device)
-        rel_embeddings = self.rel_table()
+        rel_index, rel_embeddings = self.relative_positions(hidden_states.shape[1], hidden_states.device)
         all_states = [hidden_states] if output_hidden_states else None
         for layer in self.layer[:num_layers]:
             hidden_states = layer(hidden_states, mask, rel_index, rel_embeddings)

@@ -114,9 +114,9 @@ class Generator(DebertaV2ForMaskedLM):
         valid = torch.arange(width, device=hidden.device)[None, :] < count[:, None]
         positions = self.deberta.embeddings.position_embeddings.weight[order]
         queries = torch.gather(hidden, 1, order[..., None].expand(-1, -1, hidden.shape[-1])) + positions
-        rel_index = encoder.relative_index(hidden.shape[1], hidden.device)[order]  # [B, width, L]
+        rel_index, rel_embeddings = encoder.relative_positions(hidden.shape[1], hidden.device)
+        rel_index = rel_index[order]  # [B, width, L]: each row's masked queries
         mask = (valid[:, :, None] & attention_mask.bool()[:, None, :]).unsqueeze(1)
-        rel_embeddings = encoder.rel_table()
         last = encoder.layer[-1]
         for _ in range(2):
             queries = last(hidden, mask, rel_index, rel_embeddings, query_states=queries)

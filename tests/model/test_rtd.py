@@ -172,9 +172,10 @@ def test_generator_decodes_masked_positions_like_a_full_pass(emd):
 
             length = ids.shape[1]
             queries = hidden + embeddings.position_embeddings.weight[:length]
+            rel_index, rel_embeddings = encoder.relative_positions(length, "cpu")
             for _ in range(2):
-                queries = encoder.layer[-1](hidden, pairwise_mask(mask), encoder.relative_index(length, "cpu"),
-                                            encoder.rel_table(), query_states=queries)
+                queries = encoder.layer[-1](hidden, pairwise_mask(mask), rel_index, rel_embeddings,
+                                            query_states=queries)
             expected = generator.logits(queries[masked])
         else:
             expected = generator(ids, attention_mask=mask).logits[masked]
