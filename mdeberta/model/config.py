@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from transformers import DebertaV2Config
 
+from ..errors import UserError
+
 V3_SHARED = dict(
     relative_attention=True, position_buckets=256, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
     share_att_key=True, norm_rel_ebd="layer_norm", layer_norm_eps=1e-7, position_biased_input=False,
@@ -29,7 +31,7 @@ SIZES = {
 DEFAULT_VOCAB_SIZE = 251000
 
 
-class UnknownSizeError(ValueError):
+class UnknownSizeError(UserError, ValueError):
     pass
 
 
