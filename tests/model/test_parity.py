@@ -103,3 +103,19 @@ def test_unknown_backend_and_unsupported_config_are_refused():
         ours.build("tiny", attention="flash", vocab_size=50)
     with pytest.raises(ValueError, match="conv_kernel_size"):
         ours.build(tiny_config(conv_kernel_size=3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 kernels)")
+@pytest.mark.parametrize("length", [128, 600])
+def test_backends_agree_in_bf16_on_cuda(length):
+    """bf16 keeps 8 bits of mantissa: after two layers the backends agree to a few 1e-2."""
+    reference, mine = twins(None, "sdpa")
+    ids, mask = (t.cuda() for t in padded_batch(length))
+    mine = mine.cuda().to(torch.bfloat16)
+    with torch.no_grad():
+        expected = reference.cuda()(ids, attention_mask=mask).last_hidden_state
+        fast = mine(ids, attention_mask=mask).last_hidden_state.float()
+        ours.set_attention(mine, "eager")
+        slow = mine(ids, attention_mask=mask).last_hidden_state.float()
+    assert (fast - slow).abs().max() <= 5e-2
+    assert (fast - expected).abs().max() <= 1e-1
