@@ -10,7 +10,8 @@ Backends:
 - ``sdpa``: the two position terms are GEMMs against the 2*span position table ([B, H, L, 2 span]),
   gathered once into an additive bias that also carries the padding mask, then
   ``torch.nn.functional.scaled_dot_product_attention``. On CUDA that runs the memory-efficient
-  kernel (bias gradient and dropout included); on CPU inference it runs the flash kernel.
+  kernel (bias gradient and dropout included); on CPU, inference runs the flash kernel and
+  training PyTorch's math path (the CPU kernels give no gradient for the bias).
 """
 
 from __future__ import annotations
