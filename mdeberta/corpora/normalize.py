@@ -27,8 +27,12 @@ def normalize_paragraphs(text: str, strip_joiners: bool = False) -> tuple[list[s
     Returns the paragraphs and the number of invisible characters removed. Every paragraph is
     NFC, has no control or zero-width characters, and has single spaces between words.
     """
-    invisible = _INVISIBLE_AND_JOINERS if strip_joiners else _INVISIBLE
-    text, removed = invisible.subn("", _LINE_BREAKS.sub("\n", text))
+    removed = 0
+    # Printable text has no controls, format characters, surrogates or line separators, so neither
+    # pass below would change it; the check runs in C and spares most documents both passes.
+    if not text.replace("\n", " ").isprintable():
+        invisible = _INVISIBLE_AND_JOINERS if strip_joiners else _INVISIBLE
+        text, removed = invisible.subn("", _LINE_BREAKS.sub("\n", text))
     text = unicodedata.normalize("NFC", text)
     paragraphs = [" ".join(line.split()) for line in text.split("\n")]
     return [p for p in paragraphs if p], removed
