@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2PreTrainedModel
 
-from .modeling import DebertaV2ForMaskedLM, DebertaV2Model
+from .modeling import DebertaV2ForMaskedLM, DebertaV2Model, LMHeadTransform
 
 SHARING = ("es", "nes", "gdes")
 SHARED_TABLES = ("word_embeddings", "position_embeddings")
@@ -51,14 +50,12 @@ class GradientDisentangledEmbedding(nn.Module):
         return F.embedding(ids, self.source.weight).detach() + F.embedding(ids, self.delta)
 
 
-class MaskPredictionHead(nn.Module):
-    """RTD head of the public DeBERTa code: LayerNorm(h_i + h_CLS) -> dense -> GELU -> one logit."""
+class MaskPredictionHead(LMHeadTransform):
+    """RTD head of the public DeBERTa code: LayerNorm(h_i + h_CLS) -> dense -> GELU -> one logit.
+    The same three layers as the LM head's transform, applied in another order."""
 
     def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
+        super().__init__(config)
         self.classifier = nn.Linear(config.hidden_size, 1)
 
     def forward(self, hidden_states):
