@@ -38,20 +38,21 @@ _SPACE, _NEWLINE, _ZERO = 0x20, 0x0A, 0x30
 @functools.cache
 def _tables() -> tuple[np.ndarray, np.ndarray]:
     """(class bits per code point, key replacement per code point); built once per process."""
-    codes = np.array([c for p in _PLANES for c in range(p << 16, (p + 1) << 16) if not 0xD800 <= c < 0xE000])
-    chars = "".join(map(chr, codes.tolist()))
+    codes = np.concatenate([np.arange(p << 16, (p + 1) << 16, dtype=np.uint32) for p in _PLANES])
+    codes = codes[(codes < 0xD800) | (codes >= 0xE000)]
+    chars = codes.tobytes().decode("utf-32-le")
     classes = np.zeros(0x110000, np.uint8)
     for pattern, bit in ((regex.compile(r"[\p{L}\p{M}]+"), _LETTER), (re.compile(r"[^\W\d_]+"), _WORD),
                          (re.compile(UNSPACED_SCRIPTS + "+"), _UNSPACED)):
         for match in pattern.finditer(chars):
             classes[codes[match.start():match.end()]] |= bit
     key_map = np.arange(0x110000, dtype=np.uint32)
-    for char, code in zip(chars, codes.tolist()):
+    for char in chars:
         category = unicodedata.category(char)
         if category in _DROPPED_FOR_KEY:
-            key_map[code] = _DROP
+            key_map[ord(char)] = _DROP
         elif category == "Nd":
-            key_map[code] = _ZERO
+            key_map[ord(char)] = _ZERO
     key_map[_NEWLINE] = _NEWLINE  # the separator between paragraphs survives
     return classes, key_map
 
