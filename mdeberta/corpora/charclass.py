@@ -68,35 +68,43 @@ class ParagraphStats:
     letters: np.ndarray  # letters and combining marks
     visible: np.ndarray  # characters other than spaces
     words: np.ndarray  # tokens with a letter, plus half a word per character of an unspaced script
-    keys: np.ndarray  # uint64 dedup keys
+    keys: np.ndarray | None  # uint64 dedup keys, when asked for
 
 
-def paragraph_stats(paragraphs: list[str]) -> ParagraphStats:
+def paragraph_stats(paragraphs: list[str], with_keys: bool = True) -> ParagraphStats:
     """Measures of normalised paragraphs (no newlines inside; spaces are the only whitespace)."""
     if not paragraphs:
         empty = np.zeros(0, np.int64)
-        return ParagraphStats(empty, empty, empty.astype(float), empty.astype(np.uint64))
+        return ParagraphStats(empty, empty, empty.astype(float), empty.astype(np.uint64) if with_keys else None)
     classes, key_map = _tables()
     text = "\n".join(paragraphs) + "\n"  # every paragraph ends with a newline: no empty segment
     codes = _code_points(text)
     lengths = np.fromiter(map(len, paragraphs), np.int64, len(paragraphs)) + 1
     starts = np.concatenate(([0], np.cumsum(lengths[:-1])))
-    per_paragraph = functools.partial(np.add.reduceat, indices=starts, dtype=np.int64)
-
     bits = classes[codes]
     space = codes == _SPACE
     unspaced = (bits & _UNSPACED) != 0
     boundary = space | unspaced | (codes == _NEWLINE)
-    token = np.cumsum(boundary)
-    word_chars = np.flatnonzero(((bits & _WORD) != 0) & ~boundary)
-    first_of_word = word_chars[np.diff(token[word_chars], prepend=-1) != 0]
-    word_starts = np.zeros(len(codes), np.int64)
-    word_starts[first_of_word] = 1
-
+    per_paragraph = functools.partial(np.add.reduceat, indices=starts, dtype=np.int64)
     return ParagraphStats(letters=per_paragraph((bits & _LETTER) != 0),
                           visible=lengths - 1 - per_paragraph(space),
-                          words=per_paragraph(word_starts) + per_paragraph(unspaced) / 2,
-                          keys=_keys(text, key_map))
+                          words=_words(bits, boundary, starts) + per_paragraph(unspaced) / 2,
+                          keys=_keys(text, key_map) if with_keys else None)
+
+
+def _words(bits: np.ndarray, boundary: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Tokens (runs between boundaries) with at least one word character, per paragraph: all
+    tokens, less those made only of other characters ("|", "2023"), which are rare, so only
+    their runs are looked at one by one."""
+    after_boundary = np.empty_like(boundary)
+    after_boundary[0], after_boundary[1:] = True, boundary[:-1]
+    tokens = np.add.reduceat(~boundary & after_boundary, starts, dtype=np.int64)
+    other = ~boundary & ((bits & _WORD) == 0)
+    edges = np.flatnonzero(np.diff(other, prepend=False, append=False))  # run starts and ends, paired
+    run_start, run_end = edges[0::2], edges[1::2]  # [start, end) of each run of other characters
+    whole_token = after_boundary[run_start] & boundary[run_end]  # the text ends with a boundary
+    paragraph = np.searchsorted(starts, run_start[whole_token], side="right") - 1
+    return tokens - np.bincount(paragraph, minlength=len(starts))
 
 
 def _keys(text: str, key_map: np.ndarray) -> np.ndarray:
@@ -115,7 +123,7 @@ def hash64(text: str) -> int:
 
 def word_count(paragraph: str) -> float:
     """Words with at least one letter; in unspaced scripts, half a word per character."""
-    return float(paragraph_stats([paragraph]).words[0])
+    return float(paragraph_stats([paragraph], with_keys=False).words[0])
 
 
 def paragraph_key(paragraph: str) -> int:

@@ -57,7 +57,7 @@ class ParagraphFilter:
         return None, words
 
     def paragraph_reason(self, paragraph: str) -> str | None:
-        return self.verdicts([paragraph], paragraph_stats([paragraph]))[0][0]
+        return self.verdicts([paragraph], paragraph_stats([paragraph], with_keys=False))[0][0]
 
     def document_reason(self, paragraphs: list[str], words: float | None = None) -> str | None:
         """``words``: the paragraphs' total word count, when the caller already has it."""
@@ -65,9 +65,9 @@ class ParagraphFilter:
             return "doc_empty"
         if _LOREM.search("\n".join(paragraphs)):  # the phrase has no newline: one search per document
             return "doc_lorem_ipsum"
-        if (words if words is not None else paragraph_stats(paragraphs).words.sum()) < self.min_doc_words:
+        if (words if words is not None else paragraph_stats(paragraphs, with_keys=False).words.sum()) < self.min_doc_words:
             return "doc_too_short"
         return None
 
     def too_short(self, paragraphs: list[str]) -> bool:
-        return paragraph_stats(paragraphs).words.sum() < self.min_doc_words
+        return paragraph_stats(paragraphs, with_keys=False).words.sum() < self.min_doc_words
