@@ -30,8 +30,8 @@ from .settings import TokenizerSettings
 # benchmarks/tokenizer.py, see benchmarks/RESULTS.md). 64-bit indices for very large samples
 # make the per-character part larger.
 BASE_MEMORY = 300 * 2**20
-BYTES_PER_CHARACTER = 40
-BYTES_PER_CHARACTER_LARGE = 64
+BYTES_PER_CHARACTER = 52
+BYTES_PER_CHARACTER_LARGE = 80
 # Above this many characters the trainer needs 64-bit suffix-array indices.
 LARGE_CORPUS_CHARACTERS = 2**30
 
