@@ -48,10 +48,12 @@ from .stats import Tally, write_stats
 
 WORK = "_work"
 DEDUP_CHUNK_DOCS = 65_536
-WRITE_CHUNK_DOCS = 8_192
+WRITE_CHUNK_DOCS = 1_024
 CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
                           ("lang_score", pa.float32()), ("paragraph_keys", pa.list_(pa.uint64())),
                           ("doc_hash", pa.uint64())])
+# Only columns with few distinct values: trying a dictionary on texts and ids is wasted work.
+DICTIONARY_COLUMNS = ["lang", "source"]
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
                            ("lang_score", pa.float32()), ("source", pa.string())])
 
@@ -271,7 +273,7 @@ class CorpusStage:
         tmp = path.with_name(path.name + ".tmp")
         tally = Tally()
         try:
-            with pq.ParquetWriter(tmp, CLEAN_SCHEMA) as writer:
+            with pq.ParquetWriter(tmp, CLEAN_SCHEMA, use_dictionary=DICTIONARY_COLUMNS) as writer:
                 for batch in run(self._batches(shard)):
                     tally.update(batch.tally)
                     writer.write_table(batch.table(CLEAN_SCHEMA))
@@ -385,8 +387,10 @@ def _write_shard(task: tuple[CorpusSettings, Path, InputShard, ShardDuplicates])
                 if lang not in writers:
                     path = layout.part(lang, shard)
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    writers[lang] = pq.ParquetWriter(path.with_name(path.name + ".tmp"), OUTPUT_SCHEMA)
+                    writers[lang] = pq.ParquetWriter(path.with_name(path.name + ".tmp"), OUTPUT_SCHEMA,
+                                                     use_dictionary=DICTIONARY_COLUMNS)
                 writers[lang].write_table(part.append_column("source", pa.repeat(shard.name, part.num_rows)))
+            pa.default_memory_pool().release_unused()  # Arrow's allocator would keep every chunk's pages
     finally:
         for writer in writers.values():
             writer.close()
