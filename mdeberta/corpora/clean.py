@@ -50,6 +50,17 @@ class CleanBatch:
         return pa.table(columns, schema=schema)
 
 
+@dataclass
+class _Filtered:
+    """A document after the paragraph and document rules, before language ID."""
+
+    kept: list[str]
+    kept_keys: list[int]
+    dropped: list[tuple[str, int]]  # (reason, characters) per dropped paragraph
+    reason: str | None = None  # why the whole document is dropped
+    lid_sample: str | None = None  # what language ID reads, when it runs on the document
+
+
 def _chars(paragraphs: list[str]) -> int:
     return sum(map(len, paragraphs))
 
@@ -63,17 +74,22 @@ class DocumentCleaner:
         paragraph_stats(["warm up"])  # builds the character tables once, before the first batch
 
     def clean(self, source: str, first_index: int, documents: list[RawDocument]) -> CleanBatch:
-        """Normalises the batch, measures all its paragraphs at once, then decides per document."""
+        """Normalises the batch, measures all its paragraphs at once, filters each document,
+        identifies the languages of the survivors in one call, then decides per document."""
         batch = CleanBatch()
         normalised = [self._normalise(batch.tally, raw) for raw in documents]
         flat = [p for paragraphs in normalised for p in paragraphs]
         stats = paragraph_stats(flat)
         verdicts, keys = self.filter.verdicts(flat, stats), stats.keys.tolist()
-        at = 0
-        for offset, (raw, paragraphs) in enumerate(zip(documents, normalised)):
+        filtered, at = [], 0
+        for raw, paragraphs in zip(documents, normalised):
             end = at + len(paragraphs)
-            self._clean_one(batch, f"{source}#{first_index + offset}", raw, paragraphs, verdicts[at:end], keys[at:end])
+            filtered.append(self._filter(raw, paragraphs, verdicts[at:end], keys[at:end]))
             at = end
+        languages = iter(self.lid.predict_many([doc.lid_sample for doc in filtered if doc.lid_sample is not None]))
+        for offset, (raw, doc) in enumerate(zip(documents, filtered)):
+            language = next(languages) if doc.lid_sample is not None else None
+            self._decide(batch, f"{source}#{first_index + offset}", raw, doc, language)
         return batch
 
     def _normalise(self, tally: Tally, raw: RawDocument) -> list[str]:
@@ -86,38 +102,40 @@ class DocumentCleaner:
         tally.notes["invisible_characters_removed"] += removed
         return paragraphs
 
-    def _clean_one(self, batch: CleanBatch, doc_id: str, raw: RawDocument, paragraphs: list[str],
-                   verdicts: list[tuple[str | None, float]], keys: list[int]) -> None:
+    def _filter(self, raw: RawDocument, paragraphs: list[str], verdicts: list[tuple[str | None, float]],
+                keys: list[int]) -> _Filtered:
+        reasons = [reason for reason, _ in verdicts]
+        doc = _Filtered(kept=[p for p, reason in zip(paragraphs, reasons) if reason is None],
+                        kept_keys=[k for k, reason in zip(keys, reasons) if reason is None],
+                        dropped=[(reason, len(p)) for p, reason in zip(paragraphs, reasons) if reason])
+        doc.dropped += [("line_too_long", length) for length in raw.overlong_chars]
+        doc.reason = self.filter.document_reason(doc.kept, sum(words for reason, words in verdicts if reason is None))
+        if doc.reason is None and self.settings.lid_level == "document":
+            # Short paragraphs (headings, captions) leave the output but are still evidence of
+            # the language; junk and boilerplate are not.
+            evidence = [p for p, reason in zip(paragraphs, reasons) if reason in (None, "line_too_short")]
+            doc.lid_sample = self._lid_sample(" ".join(evidence))
+        return doc
+
+    def _decide(self, batch: CleanBatch, doc_id: str, raw: RawDocument, doc: _Filtered,
+                language: tuple[str, float] | None) -> None:
         tally = batch.tally
         if raw.drop_reason:
             tally.add(UNKNOWN_LANGUAGE, "read", raw.drop_reason, documents=1)
             return
-        reasons = [reason for reason, _ in verdicts]
-        kept = [p for p, reason in zip(paragraphs, reasons) if reason is None]
-        kept_keys = [k for k, reason in zip(keys, reasons) if reason is None]
-        dropped = [(reason, len(p)) for p, reason in zip(paragraphs, reasons) if reason]
-        dropped += [("line_too_long", length) for length in raw.overlong_chars]
-
-        kept_words = sum(words for reason, words in verdicts if reason is None)
-        doc_reason = self.filter.document_reason(kept, kept_words)
-        lang = UNKNOWN_LANGUAGE
-        if doc_reason is None and self.settings.lid_level == "document":
-            # Short paragraphs (headings, captions) leave the output but are still evidence of
-            # the language; junk and boilerplate are not.
-            evidence = [p for p, reason in zip(paragraphs, reasons) if reason in (None, "line_too_short")]
-            lang, score = self.lid.predict(self._lid_sample(" ".join(evidence)))
-        for reason, length in dropped:
+        lang, score = language or (UNKNOWN_LANGUAGE, 0.0)
+        for reason, length in doc.dropped:
             tally.add(lang, "filter", reason, paragraphs=1, characters=length)
-        if doc_reason:
-            tally.add(lang, "filter", doc_reason, documents=1, paragraphs=len(kept), characters=_chars(kept))
+        if doc.reason:
+            tally.add(lang, "filter", doc.reason, documents=1, paragraphs=len(doc.kept), characters=_chars(doc.kept))
         elif self.settings.lid_level == "document":
             reason = self._language_reason(lang, score)
             if reason:
-                tally.add(lang, "langid", reason, documents=1, paragraphs=len(kept), characters=_chars(kept))
+                tally.add(lang, "langid", reason, documents=1, paragraphs=len(doc.kept), characters=_chars(doc.kept))
             else:
-                batch.append(doc_id, kept, kept_keys, lang, score)
+                batch.append(doc_id, doc.kept, doc.kept_keys, lang, score)
         else:
-            self._route_paragraphs(batch, doc_id, kept, kept_keys)
+            self._route_paragraphs(batch, doc_id, doc.kept, doc.kept_keys)
 
     def _lid_sample(self, text: str) -> str:
         """The first ``lid_max_chars`` characters, cut at a space so no word is split."""
