@@ -18,6 +18,8 @@ EPILOG = "Run `mdeberta STAGE --help` for a stage's commands."
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog):
         super().__init__(prog, max_help_position=34, width=100)
+        # argparse sizes the command column from the first command listed; leave room for all.
+        self._action_max_length = 16
 
 
 def _corpus_prepare(args: argparse.Namespace) -> int:
