@@ -66,3 +66,11 @@ def test_sizes():
         ours.size_config("huge")
     with pytest.raises(ValueError, match="unknown head 'qa'"):
         ours.build("tiny", head="qa", vocab_size=50)
+
+
+def test_from_pretrained_passes_transformers_arguments(tmp_path):
+    transformers.DebertaV2Model(tiny_config()).save_pretrained(tmp_path)
+    classifier = ours.from_pretrained(str(tmp_path), head="classification", num_labels=3, dtype=torch.bfloat16)
+    assert classifier.classifier.out_features == 3
+    assert classifier.deberta.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert classifier.deberta.encoder.layer[0].attention.self.backend == "sdpa"  # auto
