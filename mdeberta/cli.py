@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdeberta: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mdeberta: interrupted; run the same command again to resume from the finished shards",
+        print("mdeberta: interrupted; run the same command again: finished work is kept",
               file=sys.stderr)
         return 130
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..recipe import setting
+from ..recipe import SettingsError, setting
 
 NORMALIZATIONS = ("controls", "nmt_nfkc")
+RESERVED_PIECES = 4 + 256  # [PAD] [CLS] [SEP] [UNK] and the byte pieces
 
 
 @dataclass
@@ -42,3 +43,15 @@ class TokenizerSettings:
                                 affects_output=False, group="execution", metavar="GIB")
     threads: int = setting(0, "SentencePiece training threads (0: one per available core)",
                            affects_output=False, group="execution", metavar="N")
+
+    def __post_init__(self):
+        """Values SentencePiece would reject only after the sample is drawn, refused up front."""
+        if self.vocab_size <= RESERVED_PIECES:
+            raise SettingsError(f"vocab_size must exceed the {RESERVED_PIECES} reserved pieces "
+                                f"(4 special + 256 byte pieces), got {self.vocab_size}")
+        if self.sentences < 1:
+            raise SettingsError(f"sentences must be at least 1, got {self.sentences}")
+        if self.alpha < 0:
+            raise SettingsError(f"alpha must be >= 0, got {self.alpha}")
+        if not 0 < self.character_coverage <= 1:
+            raise SettingsError(f"character_coverage must be in (0, 1], got {self.character_coverage}")
