@@ -101,6 +101,15 @@ class DisentangledSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.scale_factor = 1 + len(self.pos_att_type & {"c2p", "p2c"})
         self.backend = resolve_backend(backend)
+        self._scales: dict[torch.dtype, float] = {}
+
+    def _scale(self, dtype: torch.dtype) -> float:
+        """sqrt(d x factor) built in float32 then rounded to ``dtype``, as the reference does
+        (sqrt(192) -> 13.875 in bf16); once per dtype, not per forward."""
+        if dtype not in self._scales:
+            exact = torch.tensor(self.head_size * self.scale_factor, dtype=torch.float).sqrt()
+            self._scales[dtype] = exact.to(dtype).item()
+        return self._scales[dtype]
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.heads, self.head_size).transpose(-3, -2)
@@ -112,8 +121,7 @@ class DisentangledSelfAttention(nn.Module):
         queries = self._split_heads(self.query_proj(hidden_states if query_states is None else query_states))
         keys = self._split_heads(self.key_proj(hidden_states))
         values = self._split_heads(self.value_proj(hidden_states))
-        # The scale is built in float32 then cast, as the reference does (sqrt(192) -> 13.875 in bf16).
-        scale = torch.sqrt(torch.tensor(self.head_size * self.scale_factor, dtype=torch.float)).to(queries.dtype)
+        scale = self._scale(queries.dtype)
         rel_embeddings = self.pos_dropout(rel_embeddings)
         if self.backend == "eager":
             context = self._eager(queries, keys, values, rel_index, rel_embeddings, mask, scale)
@@ -161,5 +169,5 @@ class DisentangledSelfAttention(nn.Module):
             fill = torch.finfo(queries.dtype).min
             bias = torch.where(mask, 0.0, fill).to(queries.dtype) if bias is None else bias.masked_fill(~mask, fill)
         return F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=bias, scale=1.0 / float(scale),
+            queries, keys, values, attn_mask=bias, scale=1.0 / scale,
             dropout_p=self.dropout.p if self.training else 0.0)
