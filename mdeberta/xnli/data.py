@@ -1,0 +1,144 @@
+"""XNLI readers: the Hugging Face dataset, the XNLI-1.0 release and XNLI-MT-1.0.
+
+Every reader returns the same table (premise, hypothesis, label) with labels mapped by *name* to
+0 entailment, 1 neutral, 2 contradiction: sources order their label ids differently (XTREME puts
+contradiction first) and XNLI-MT spells contradiction "contradictory".
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+
+LABELS = ("entailment", "neutral", "contradiction")
+LABEL_IDS = {name: i for i, name in enumerate(LABELS)} | {"contradictory": 2}
+SPLITS = ("train", "dev", "test")
+COLUMNS = ["premise", "hypothesis", "label"]
+DEFAULT_DATA = "facebook/xnli"
+
+
+class XnliDataError(UserError):
+    """A missing file, language or split, or a label that is not an NLI label."""
+
+
+def label_ids(names, where: str) -> list[int]:
+    ids = []
+    for row, name in enumerate(names):
+        key = str(name).strip().lower()
+        if key not in LABEL_IDS:
+            raise XnliDataError(f"{where}, row {row + 1}: label {name!r} is not one of "
+                                "entailment, neutral, contradiction (contradictory)")
+        ids.append(LABEL_IDS[key])
+    return ids
+
+
+def _table(premise, hypothesis, labels, where: str) -> pd.DataFrame:
+    return pd.DataFrame({"premise": list(premise), "hypothesis": list(hypothesis),
+                         "label": label_ids(labels, where)})
+
+
+def read_tsv(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The releases' TSVs hold unbalanced quotes inside sentences: read with quoting disabled."""
+    if not path.is_file():
+        raise XnliDataError(f"expected {path}; it does not exist")
+    try:
+        table = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
+                            usecols=columns)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise XnliDataError(f"{path}: not an XNLI TSV with columns {', '.join(columns)} ({err})") from None
+    return table
+
+
+class ReleaseReader:
+    """The unpacked releases: ``D/XNLI-1.0/xnli.{dev,test}.tsv`` (all languages in one file, 19
+    columns) and ``D/XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv`` (premise, hypo, label)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def read(self, split: str, lang: str) -> pd.DataFrame:
+        if split == "train":
+            path = self.root / "XNLI-MT-1.0" / "multinli" / f"multinli.train.{lang}.tsv"
+            table = read_tsv(path, ["premise", "hypo", "label"])
+            return _table(table.premise, table.hypo, table.label, str(path))
+        path = self.root / "XNLI-1.0" / f"xnli.{split}.tsv"
+        table = self._evaluation_file(path)
+        rows = table[table.language == lang]
+        if rows.empty:
+            raise XnliDataError(f"{path} has no rows for language '{lang}' (column 'language')")
+        return _table(rows.sentence1, rows.sentence2, rows.gold_label, f"{path} [{lang}]").reset_index(drop=True)
+
+    @staticmethod
+    @lru_cache(maxsize=2)
+    def _evaluation_file(path: Path) -> pd.DataFrame:
+        return read_tsv(path, ["language", "gold_label", "sentence1", "sentence2"])
+
+
+class DatasetsReader:
+    """``facebook/xnli`` (or a copy) read with ``datasets``: one config per language with splits
+    train / validation / test, from the hub (or its cache) or from ``D/<lang>`` folders written by
+    ``load_dataset("facebook/xnli", lang).save_to_disk(f"D/{lang}")``."""
+
+    SPLIT_NAMES = {"train": "train", "dev": "validation", "test": "test"}
+
+    def __init__(self, source: str, local: bool):
+        self.source = source
+        self.local = local
+
+    def read(self, split: str, lang: str) -> pd.DataFrame:
+        dataset = self._language(lang)
+        name = self.SPLIT_NAMES[split]
+        if name not in dataset:
+            raise XnliDataError(f"{self._where(lang)} has no split '{name}' (has {', '.join(dataset)})")
+        part = dataset[name]
+        feature = part.features.get("label")
+        labels = part["label"]
+        if hasattr(feature, "names"):  # a ClassLabel: ids -> its own names -> our ids
+            labels = [feature.names[i] for i in labels]
+        return _table(part["premise"], part["hypothesis"], labels, f"{self._where(lang)} [{name}]")
+
+    def _where(self, lang: str) -> str:
+        return str(Path(self.source) / lang) if self.local else f"{self.source} (config '{lang}')"
+
+    @lru_cache(maxsize=None)
+    def _language(self, lang: str):
+        import datasets
+
+        if self.local:
+            folder = Path(self.source) / lang
+            if not folder.is_dir():
+                raise XnliDataError(f"expected {folder}, a folder saved with datasets' save_to_disk "
+                                    f"(load_dataset('facebook/xnli', '{lang}').save_to_disk(...))")
+            try:
+                return datasets.load_from_disk(str(folder))
+            except FileNotFoundError as err:
+                raise XnliDataError(f"{folder}: not a saved datasets folder ({err})") from None
+        try:
+            return datasets.load_dataset(self.source, lang)
+        except Exception as err:  # the hub raises many types (offline, not found, bad config)
+            raise XnliDataError(f"could not load {self.source} config '{lang}' with datasets: "
+                                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+def open_source(data: str):
+    """A reader for ``data``: a folder holding the releases, a folder of saved datasets, or a
+    hub dataset name."""
+    path = Path(data)
+    if path.is_dir():
+        if (path / "XNLI-1.0").is_dir() or (path / "XNLI-MT-1.0").is_dir():
+            return ReleaseReader(path)
+        return DatasetsReader(str(path), local=True)
+    if path.exists() or data.startswith((".", "/", "~")) or data.count("/") != 1:
+        raise XnliDataError(f"--data {data}: not a folder holding XNLI-1.0/ and XNLI-MT-1.0/ or saved "
+                            "datasets folders per language, nor a hub dataset name such as facebook/xnli")
+    return DatasetsReader(data, local=False)
+
+
+def read_split(reader, split: str, lang: str, limit: int = 0) -> pd.DataFrame:
+    table = reader.read(split, lang)
+    return table.head(limit).reset_index(drop=True) if limit else table

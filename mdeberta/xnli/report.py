@@ -1,0 +1,185 @@
+"""The per-language report, rebuilt from saved predictions.
+
+A run folder keeps ``predictions/<setting>/seed-<s>/{dev,test}/<lang>.csv`` (gold label and
+prediction per pair) and ``run.json`` beside them; accuracies, means over seeds and the
+comparison with the published rows are all computed here from those files, so reports of
+several runs (settings, seeds, models) can be merged without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..corpora.languages import XNLI_LANGUAGES
+from ..errors import UserError
+from ..manifest import write_json_atomic
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "eval" / "xnli_published.csv"
+COMPARED = ("mDeBERTaV3 base", "XLM-R base")
+PREDICTIONS = "predictions"
+COLUMNS = [*XNLI_LANGUAGES, "avg"]
+KEYS = ["row", "model", "setting", "seed"]
+
+
+class ReportError(UserError):
+    pass
+
+
+def prediction_path(run_dir: Path, setting: str, seed: int, split: str, lang: str) -> Path:
+    return Path(run_dir) / PREDICTIONS / setting / f"seed-{seed}" / split / f"{lang}.csv"
+
+
+def run_info_path(run_dir: Path, setting: str, seed: int) -> Path:
+    return Path(run_dir) / PREDICTIONS / setting / f"seed-{seed}" / "run.json"
+
+
+def write_predictions(run_dir: Path, setting: str, seed: int, split: str, lang: str, labels: list[int],
+                      predictions: list[int]) -> None:
+    path = prediction_path(run_dir, setting, seed, split, lang)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pd.DataFrame({"label": labels, "prediction": predictions}).rename_axis("pair").to_csv(tmp)
+    tmp.replace(path)
+
+
+def _run_records(run_dir: Path) -> list[dict]:
+    """One record per (setting, seed, split, language) with its accuracy in percent."""
+    root = Path(run_dir) / PREDICTIONS
+    infos = sorted(root.glob("*/seed-*/run.json"))
+    if not infos:
+        raise ReportError(f"{run_dir}: no {PREDICTIONS}/<setting>/seed-<s>/run.json; is it the --out folder "
+                          "of a finished `mdeberta xnli run`?")
+    records = []
+    for info_path in infos:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        for path in sorted(info_path.parent.glob("*/*.csv")):
+            table = pd.read_csv(path)
+            records.append({"model": info["model"], "setting": info["setting"], "seed": info["seed"],
+                            "split": path.parent.name, "lang": path.stem,
+                            "accuracy": 100 * (table.label == table.prediction).mean()})
+    return records
+
+
+def _wide(records: pd.DataFrame) -> pd.DataFrame:
+    """Languages as columns; ``avg`` is the unweighted mean of the languages present."""
+    table = records.pivot_table(index=["model", "setting", "seed"], columns="lang", values="accuracy")
+    table = table.reindex(columns=[lang for lang in XNLI_LANGUAGES if lang in table.columns])
+    table["avg"] = table.mean(axis=1)
+    return table.reset_index()
+
+
+def _with_summaries(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each seed's row, then the mean and (sample) standard deviation over seeds."""
+    parts = []
+    for (model, setting), group in runs.groupby(["model", "setting"], sort=False):
+        values = group.drop(columns=["model", "setting", "seed"])
+        parts.append(group.assign(row="run", seed=group.seed.astype(str)))
+        parts.append(pd.DataFrame([{"row": "mean", "model": model, "setting": setting, "seed": "mean",
+                                    **values.mean().to_dict()}]))
+        parts.append(pd.DataFrame([{"row": "std", "model": model, "setting": setting, "seed": "std",
+                                    **values.std(ddof=1).fillna(0.0).to_dict()}]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def load_published(path: Path = PUBLISHED, models=COMPARED) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    missing = set(models) - set(table.model)
+    if missing:
+        raise ReportError(f"{path}: no published rows for {', '.join(sorted(missing))} "
+                          f"(has {', '.join(sorted(set(table.model)))})")
+    rows = table.set_index("model").loc[list(models)].reset_index()  # in the order asked for
+    return rows.assign(row="published", seed="published")
+
+
+def _deltas(means: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, ours in means.iterrows():
+        for _, theirs in published[published.setting == ours.setting].iterrows():
+            rows.append({"row": "delta", "model": f"{ours.model} - {theirs.model}", "setting": ours.setting,
+                         "seed": "mean - published",
+                         **{col: ours[col] - theirs[col] for col in COLUMNS if col in ours and pd.notna(ours[col])}})
+    return pd.DataFrame(rows)
+
+
+def build_tables(run_dirs: list[Path], published: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    records = pd.DataFrame([r for run_dir in run_dirs for r in _run_records(run_dir)])
+    tables = {}
+    for split in ("test", "dev"):
+        part = records[records.split == split]
+        if part.empty:
+            continue
+        ours = _with_summaries(_wide(part))
+        if split == "test":
+            shown = published[published.setting.isin(ours.setting)]
+            ours = pd.concat([ours, shown, _deltas(ours[ours.row == "mean"], shown)], ignore_index=True)
+        tables[split] = ours[KEYS + [c for c in COLUMNS if c in ours.columns]]
+    return tables
+
+
+def _markdown(tables: dict[str, pd.DataFrame], runs: list[dict]) -> str:
+    lines = ["# XNLI accuracy (%)", "",
+             "Rows: one per setting x seed, then the mean and standard deviation over seeds; on test, the "
+             "published rows of the same setting and our mean minus each. `avg` is the unweighted mean of "
+             "the languages shown.", ""]
+    for split, table in tables.items():
+        lines += [f"## {split}", "", table.to_markdown(index=False, floatfmt=".2f"), ""]
+    lines += ["## Runs", "", pd.DataFrame(runs).to_markdown(index=False, floatfmt="g"), ""]
+    return "\n".join(lines)
+
+
+def plot(test: pd.DataFrame, path: Path) -> None:
+    """Grouped bars per language: our mean (with the seed spread) beside the published rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(test.setting))
+    columns = [c for c in COLUMNS if c in test.columns]
+    fig, axes = plt.subplots(len(settings), 1, figsize=(max(10, 0.9 * len(columns) + 3), 4.2 * len(settings)),
+                             squeeze=False)
+    for ax, setting in zip(axes[:, 0], settings):
+        rows = test[(test.setting == setting) & test.row.isin(["mean", "published"])]
+        width = 0.8 / len(rows)
+        for i, (_, row) in enumerate(rows.iterrows()):
+            std = test[(test.row == "std") & (test.model == row.model) & (test.setting == setting)]
+            errors = std[columns].to_numpy()[0] if row.row == "mean" and not std.empty else None
+            label = f"{row.model} (ours, mean)" if row.row == "mean" else f"{row.model} (published)"
+            positions = [x + (i - (len(rows) - 1) / 2) * width for x in range(len(columns))]
+            ax.bar(positions, row[columns].astype(float), width, yerr=errors, capsize=2, label=label,
+                   hatch=None if row.row == "mean" else "..", alpha=1.0 if row.row == "mean" else 0.8)
+        ax.set_xticks(range(len(columns)), columns)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"XNLI {setting}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dirs: list[Path], out: Path, published_path: Path = PUBLISHED,
+                 compared=COMPARED) -> dict[str, pd.DataFrame]:
+    """``results.csv`` (test), ``results.json`` (test, dev, runs), ``results.md`` and ``xnli.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables([Path(d) for d in run_dirs], load_published(published_path, compared))
+    if "test" not in tables:
+        raise ReportError(f"{', '.join(map(str, run_dirs))}: no test predictions found")
+    runs = [_run_summary(p) for d in run_dirs for p in sorted((Path(d) / PREDICTIONS).glob("*/seed-*/run.json"))]
+    tables["test"].to_csv(out / "results.csv", index=False, float_format="%.2f")
+    write_json_atomic(out / "results.json", {split: json.loads(t.to_json(orient="records", double_precision=4))
+                                             for split, t in tables.items()} | {"runs": runs})
+    (out / "results.md").write_text(_markdown(tables, runs), encoding="utf-8")
+    plot(tables["test"], out / "xnli.png")
+    return tables
+
+
+def _run_summary(info_path: Path) -> dict:
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return {key: info[key] for key in ("model", "setting", "seed", "best_step", "best_score", "steps",
+                                       "train_pairs", "elapsed_s")}

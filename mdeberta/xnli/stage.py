@@ -1,0 +1,163 @@
+"""`mdeberta xnli run`: read XNLI, fine-tune per seed, predict every dev/test set, write the report.
+
+Layout of ``--out``:
+  seed-<s>/best/                    the selected checkpoint (transformers folder + tokenizer)
+  seed-<s>/state.pt                 resume state, removed when the seed is done
+  predictions/<setting>/seed-<s>/   run.json + {dev,test}/<lang>.csv (what the report is built from)
+  results.csv|json|md, xnli.png, manifest.json
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..manifest import MANIFEST, is_complete, package_versions, write_json_atomic, write_manifest
+from ..recipe import output_settings
+from .batching import Encoded, concat, encode
+from .data import LABELS, open_source, read_split
+from .report import PREDICTIONS, run_info_path, write_predictions, write_report
+from .runtime import Runtime, start_runtime
+from .settings import XnliSettings
+from .train import BEST, STATE, accuracy, fine_tune, predict
+
+EVALUATED = ("dev", "test")
+
+
+class ModelLoadError(UserError):
+    pass
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_classifier(name: str, attention: str = "auto"):
+    """Our encoder with a 3-way head, from any deberta-v2 folder or hub name; labels by name."""
+    from .. import model as models
+
+    try:
+        return models.from_pretrained(name, head="classification", attention=attention, num_labels=len(LABELS),
+                                      id2label=dict(enumerate(LABELS)),
+                                      label2id={label: i for i, label in enumerate(LABELS)})
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"--model {name}: cannot load a deberta-v2 model ({str(err).splitlines()[0]})") from None
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"--model {name}: no tokenizer found beside the model "
+                             f"({str(err).splitlines()[0]})") from None
+
+
+class XnliRun:
+    def __init__(self, settings: XnliSettings, model: str, data: str, out: str | Path, progress: bool = True):
+        self.settings = settings
+        self.model = model
+        self.data = data
+        self.out = Path(out)
+        self.progress = progress
+        # What a resume state must match; the seed list may grow between reruns.
+        trained_with = {k: v for k, v in output_settings(settings).items() if k != "seeds"}
+        self.identity = {"model": model, "data": data, "settings": trained_with}
+
+    def _seed_done(self, seed: int) -> bool:
+        return run_info_path(self.out, self.settings.setting, seed).is_file()
+
+    def run(self, force: bool = False) -> int:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # one bar per weight file read or written
+        started = time.time()
+        inputs = [{"model": self.model, "data": self.data}]
+        settings = output_settings(self.settings)
+        runtime = start_runtime(self.settings.precision)
+        if not force and is_complete(self.out, inputs, settings):
+            _log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
+                 "(--force redoes it)")
+            return 0
+        if runtime.is_main:
+            if force:
+                self._clear()
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / MANIFEST).unlink(missing_ok=True)
+        runtime.barrier()
+
+        tokenizer = load_tokenizer(self.model)
+        train, evaluation = self._read(tokenizer)
+        selection_sets = {lang: evaluation["dev", lang] for lang in self.settings.train_languages}
+        for seed in self.settings.seeds:
+            if self._seed_done(seed):
+                _log(f"xnli: seed {seed} already finished; kept")
+                continue
+            self._run_seed(seed, tokenizer, train, selection_sets, evaluation, runtime)
+        if runtime.is_main:
+            write_report([self.out], self.out)
+            write_manifest(self.out, "xnli", inputs, settings, started,
+                           outputs={"train_pairs": len(train), "seeds": self.settings.seeds},
+                           packages=("torch", "transformers", "datasets"))
+            _log(f"xnli: report in {self.out / 'results.md'} and {self.out / 'xnli.png'}")
+        runtime.barrier()
+        return 0
+
+    def _clear(self) -> None:
+        for seed_dir in self.out.glob("seed-*"):
+            shutil.rmtree(seed_dir)
+        shutil.rmtree(self.out / PREDICTIONS / self.settings.setting, ignore_errors=True)
+
+    def _read(self, tokenizer) -> tuple[Encoded, dict[tuple[str, str], Encoded]]:
+        """Training pairs (English, or the union of every language's) and every dev/test set."""
+        reader = open_source(self.data)
+        s = self.settings
+        tables = {(split, lang): read_split(reader, split, lang, s.max_eval_examples)
+                  for split in EVALUATED for lang in s.languages}
+        train_tables = [read_split(reader, "train", lang, s.max_train_examples) for lang in s.train_languages]
+        _log(f"xnli: {sum(map(len, train_tables)):,} training pairs ({', '.join(s.train_languages)}), "
+             f"{sum(map(len, tables.values())):,} dev/test pairs; tokenizing")
+        train = concat([encode(tokenizer, table, s.max_length) for table in train_tables])
+        evaluation = {key: encode(tokenizer, table, s.max_length) for key, table in tables.items()}
+        return train, evaluation
+
+    def _run_seed(self, seed: int, tokenizer, train: Encoded, selection_sets: dict, evaluation: dict,
+                  runtime: Runtime) -> None:
+        started = time.time()
+        workdir = self.out / f"seed-{seed}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed)  # the new classification head's initial weights
+        classifier = load_classifier(self.model, self.settings.attention)
+        if len(tokenizer) > classifier.config.vocab_size:
+            raise ModelLoadError(f"--model {self.model}: the tokenizer has {len(tokenizer):,} tokens but the model "
+                                 f"embeds only {classifier.config.vocab_size:,}")
+        identity = {**self.identity, "seed": seed}
+        selection = fine_tune(classifier, tokenizer, train, selection_sets, self.settings, seed, workdir, runtime,
+                              identity, self.progress)
+
+        best = load_classifier(str(workdir / BEST), self.settings.attention).to(runtime.device)
+        pad_id = tokenizer.pad_token_id or 0
+        scores = {}
+        for (split, lang), data in evaluation.items():
+            predictions = predict(best, data, self.settings.eval_batch_size, runtime, pad_id)
+            scores[split, lang] = accuracy(predictions, data.labels)
+            if runtime.is_main:
+                write_predictions(self.out, self.settings.setting, seed, split, lang, data.labels, predictions)
+        if runtime.is_main:
+            info = {"model": self.model, "data": self.data, "setting": self.settings.setting, "seed": seed,
+                    "best_step": selection.best_step, "best_score": selection.best_score,
+                    "steps": selection.history[-1]["step"], "train_pairs": len(train),
+                    "history": selection.history, "settings": output_settings(self.settings),
+                    "elapsed_s": round(time.time() - started, 1), "versions": package_versions("torch", "transformers")}
+            write_json_atomic(run_info_path(self.out, self.settings.setting, seed), info)
+            (workdir / STATE).unlink(missing_ok=True)
+            test = [scores["test", lang] for lang in self.settings.languages]
+            _log(f"xnli: seed {seed}: best step {selection.best_step}, test accuracy mean over "
+                 f"{len(test)} languages {100 * sum(test) / len(test):.2f}")
+        runtime.barrier()

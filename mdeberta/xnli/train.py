@@ -1,0 +1,191 @@
+"""Fine-tuning: one readable loop with periodic evaluation, best-checkpoint selection and resume.
+
+The loop keeps two things on disk in its work folder: ``best/`` (the weights of the best
+evaluation so far, as a transformers folder) and ``state.pt`` (model, optimizer, scheduler, RNG
+and step, written at every evaluation). A rerun finds ``state.pt`` and continues from that step;
+batches are a function of (seed, epoch), so it sees the batches the killed run would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from ..errors import UserError
+from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
+from .runtime import Runtime
+from .settings import XnliSettings
+
+STATE = "state.pt"
+BEST = "best"
+
+
+class ResumeMismatchError(UserError):
+    pass
+
+
+@dataclass
+class Selection:
+    """The evaluations so far and the best of them (by the selection score)."""
+    history: list[dict] = field(default_factory=list)
+    best_step: int = -1
+    best_score: float = -1.0
+
+
+def predict(model, data: Encoded, batch_size: int, runtime: Runtime, pad_id: int) -> list[int]:
+    """Predicted label ids in the order of ``data``; the set is length-sorted, so a batch pads
+    only to its own longest pair, and split between the processes."""
+    model.eval()
+    batches = sorted_batches(data.lengths(), batch_size)[runtime.rank::runtime.world]
+    found: list[tuple[int, int]] = []
+    with torch.inference_mode(), runtime.autocast():
+        for indices in batches:
+            batch = collate(data, indices, pad_id, runtime.device)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            found += zip(indices, logits.argmax(-1).tolist())
+    predictions = [0] * len(data)
+    for index, label in runtime.gather(found):
+        predictions[index] = label
+    return predictions
+
+
+def accuracy(predictions: list[int], labels: list[int]) -> float:
+    if not labels:
+        raise ValueError("accuracy of an empty set")
+    return sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+
+
+def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtime: Runtime,
+                    pad_id: int) -> tuple[float, dict[str, float]]:
+    """Mean accuracy over the selection dev sets (English alone for zero-shot)."""
+    scores = {lang: accuracy(predict(model, data, batch_size, runtime, pad_id), data.labels)
+              for lang, data in dev_sets.items()}
+    return sum(scores.values()) / len(scores), scores
+
+
+def _optimizer(model, settings: XnliSettings, device: torch.device) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.ndim < 2 else decay).append(param)  # biases and LayerNorm weights
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.lr, fused=device.type == "cuda")
+
+
+def _epoch_batches(data: Encoded, settings: XnliSettings, seed: int, epoch: int, world: int) -> list[list[int]]:
+    """A batch smaller than the number of processes would leave one idle: dropped (< world pairs)."""
+    batches = length_grouped_batches(data.lengths(), settings.batch_size, seed, epoch)
+    return [b for b in batches if len(b) >= world]
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_best(model, tokenizer, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], settings: XnliSettings, seed: int,
+              workdir: Path, runtime: Runtime, identity: dict, progress: bool = True) -> Selection:
+    """Trains ``model`` in place; returns the evaluations with the best one, whose weights are
+    in ``workdir/best``. ``identity`` (model, data, settings) must match a state to resume it."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    pad_id = tokenizer.pad_token_id or 0
+    model.to(runtime.device)
+    steps_per_epoch = len(_epoch_batches(train, settings, seed, 0, runtime.world))
+    if steps_per_epoch == 0:
+        raise UserError(f"{len(train)} training pairs cannot feed {runtime.world} processes")
+    total = max(1, round(steps_per_epoch * settings.epochs))
+    optimizer = _optimizer(model, settings, runtime.device)
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps(total), total)
+    selection, step = Selection(), 0
+
+    state_path = workdir / STATE
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=runtime.device, weights_only=False)
+        if state["identity"] != identity:
+            raise ResumeMismatchError(f"{state_path} belongs to a run with other inputs or settings; rerun "
+                                      "with those, or with --force to start this one afresh")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        selection, step = state["selection"], state["step"]
+
+    trained = DistributedDataParallel(model) if runtime.world > 1 else model
+    bar = tqdm(total=total, initial=step, desc=f"seed {seed}", unit="step", disable=not (progress and runtime.is_main),
+               dynamic_ncols=True)
+    epoch, batches = -1, []
+    seen, started = 0, time.perf_counter()
+    while step < total:
+        if step // steps_per_epoch != epoch:
+            epoch = step // steps_per_epoch
+            batches = _epoch_batches(train, settings, seed, epoch, runtime.world)
+        indices = batches[step % steps_per_epoch]
+        batch = collate(train, shard(indices, runtime.rank, runtime.world), pad_id, runtime.device)
+        trained.train()
+        with runtime.autocast():
+            loss = trained(**batch).loss
+        loss.backward()
+        if settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        seen += len(indices)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", ex_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if step % settings.eval_every == 0 or step == total:
+            _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection, step, workdir, runtime, pad_id, bar)
+            if runtime.is_main:
+                _save_atomic({"identity": identity, "step": step, "model": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "rng": _rng_state(), "selection": selection}, state_path)
+            runtime.barrier()
+    bar.close()
+    return selection
+
+
+def _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection: Selection, step: int, workdir: Path,
+                       runtime: Runtime, pad_id: int, bar) -> None:
+    score, per_language = selection_score(model, dev_sets, settings.eval_batch_size, runtime, pad_id)
+    selection.history.append({"step": step, "score": score, "dev": per_language})
+    if score > selection.best_score:
+        selection.best_step, selection.best_score = step, score
+        if runtime.is_main:
+            _save_best(model, tokenizer, workdir / BEST)
+    if runtime.is_main:
+        bar.write(f"step {step}: selection dev accuracy {100 * score:.2f} "
+                  f"(best {100 * selection.best_score:.2f} at step {selection.best_step})")
