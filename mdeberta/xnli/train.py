@@ -47,7 +47,9 @@ def predict(model, data: Encoded, batch_size: int, runtime: Runtime, pad_id: int
     model.eval()
     batches = sorted_batches(data.lengths(), batch_size)[runtime.rank::runtime.world]
     found: list[tuple[int, int]] = []
-    with torch.inference_mode(), runtime.autocast():
+    # no_grad rather than inference_mode: the encoder caches position indices per length, and an
+    # inference tensor in that cache would break the next training step at that length.
+    with torch.no_grad(), runtime.autocast():
         for indices in batches:
             batch = collate(data, indices, pad_id, runtime.device)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

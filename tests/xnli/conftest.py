@@ -81,6 +81,18 @@ def write_saved_datasets(root: Path, langs=XNLI_LANGUAGES, names=NAMES) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tiny model's matrices gain nothing from threads, and on a loaded machine two threads
+    fighting for cores made every step several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def releases(tmp_path_factory) -> Path:
     return write_releases(tmp_path_factory.mktemp("releases"))

@@ -1,0 +1,78 @@
+"""Readers of the three sources: same tables, labels mapped by name, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mdeberta.corpora.languages import XNLI_LANGUAGES
+from mdeberta.xnli.data import XnliDataError, label_ids, open_source, read_split
+from tests.xnli.conftest import SIZES, pairs, write_saved_datasets
+
+EXPECTED_IDS = {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
+@pytest.mark.parametrize("source", ["releases", "saved"])
+def test_every_language_and_split(source, request):
+    reader = open_source(str(request.getfixturevalue(source)))
+    for lang in XNLI_LANGUAGES:
+        for split, size in SIZES.items():
+            table = read_split(reader, split, lang)
+            expected = pairs(lang, split)
+            assert list(table.columns) == ["premise", "hypothesis", "label"]
+            assert len(table) == size
+            assert table.premise.tolist() == expected.premise.tolist()  # the lone '"' survives
+            assert table.hypothesis.tolist() == expected.hypothesis.tolist()
+            assert table.label.tolist() == [EXPECTED_IDS[name] for name in expected.label]
+
+
+def test_limit_takes_the_first_pairs(releases):
+    table = read_split(open_source(str(releases)), "test", "th", limit=4)
+    assert table.premise.tolist() == pairs("th", "test").premise.tolist()[:4]
+
+
+def test_labels_mapped_by_name_not_index(tmp_path):
+    """XTREME orders the classes contradiction, entailment, neutral; the ids must not follow it."""
+    root = write_saved_datasets(tmp_path, langs=["de"], names=("contradiction", "entailment", "neutral"))
+    table = read_split(open_source(str(root)), "dev", "de")
+    assert table.label.tolist() == [EXPECTED_IDS[name] for name in pairs("de", "dev").label]
+
+
+def test_label_names():
+    assert label_ids(["entailment", "Neutral", "contradictory", "contradiction "], "x") == [0, 1, 2, 2]
+    with pytest.raises(XnliDataError, match=r"f.tsv, row 2: label '-'"):
+        label_ids(["neutral", "-"], "f.tsv")
+
+
+def test_missing_training_file_is_named(releases, tmp_path):
+    copy = shutil.copytree(releases, tmp_path / "copy")
+    (copy / "XNLI-MT-1.0" / "multinli" / "multinli.train.ur.tsv").unlink()
+    with pytest.raises(XnliDataError, match=r"expected .*XNLI-MT-1.0/multinli/multinli.train.ur.tsv"):
+        read_split(open_source(str(copy)), "train", "ur")
+
+
+def test_missing_language_in_evaluation_file(tmp_path):
+    from tests.xnli.conftest import write_releases
+
+    root = write_releases(tmp_path, langs=["en", "fr"])
+    with pytest.raises(XnliDataError, match=r"xnli.test.tsv has no rows for language 'sw'"):
+        read_split(open_source(str(root)), "test", "sw")
+
+
+def test_missing_saved_language_and_bad_data(saved, tmp_path):
+    partial = shutil.copytree(saved / "en", tmp_path / "partial" / "en")
+    with pytest.raises(XnliDataError, match=r"expected .*partial/hi, a folder saved with datasets"):
+        read_split(open_source(str(partial.parent)), "dev", "hi")
+    with pytest.raises(XnliDataError, match="not a folder holding XNLI-1.0"):
+        open_source(str(tmp_path / "nowhere"))
+
+
+def test_bad_label_in_training_file(releases, tmp_path):
+    copy = shutil.copytree(releases, tmp_path / "copy")
+    path = copy / "XNLI-MT-1.0" / "multinli" / "multinli.train.fr.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].rsplit("\t", 1)[0] + "\tmaybe"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(XnliDataError, match=r"multinli.train.fr.tsv, row 3: label 'maybe'"):
+        read_split(open_source(str(copy)), "train", "fr")

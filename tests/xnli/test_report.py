@@ -1,0 +1,78 @@
+"""Accuracies, seed statistics, published rows and the chart, from hand-made predictions."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mdeberta.corpora.languages import XNLI_LANGUAGES
+from mdeberta.manifest import write_json_atomic
+from mdeberta.xnli.report import PUBLISHED, ReportError, run_info_path, write_predictions, write_report
+from mdeberta.xnli.train import accuracy
+
+
+def fake_run(run_dir, setting, seed, correct_of_4):
+    """Four test and dev pairs per language; ``correct_of_4(lang)`` of them predicted right."""
+    info = {"model": "ours", "setting": setting, "seed": seed, "best_step": 10, "best_score": 0.5, "steps": 20,
+            "train_pairs": 100, "elapsed_s": 1.0}
+    path = run_info_path(run_dir, setting, seed)
+    for split in ("dev", "test"):
+        for lang in XNLI_LANGUAGES:
+            labels = [0, 1, 2, 0]
+            right = correct_of_4(lang)
+            write_predictions(run_dir, setting, seed, split, lang, labels,
+                              labels[:right] + [(y + 1) % 3 for y in labels[right:]])
+    write_json_atomic(path, info)
+
+
+def test_accuracy_by_hand():
+    assert accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
+    assert accuracy([1], [0]) == 0.0
+    with pytest.raises(ValueError):
+        accuracy([], [])
+
+
+def test_published_rows_average():
+    table = pd.read_csv(PUBLISHED)
+    assert len(table) == 8 and list(table.columns[2:-1]) == list(XNLI_LANGUAGES)
+    for model in ("mDeBERTaV3 base", "XLM-R base"):
+        rows = table[table.model == model]
+        assert (rows[list(XNLI_LANGUAGES)].mean(axis=1) - rows.avg).abs().max() < 0.06
+
+
+def test_report_rows_and_merge(tmp_path):
+    # en: seeds get 4/4 and 2/4 right -> 100, 50: mean 75, std 35.36; others 1/4 and 3/4 -> 25, 75
+    fake_run(tmp_path / "a", "zero-shot", 1, lambda lang: 4 if lang == "en" else 1)
+    fake_run(tmp_path / "b", "zero-shot", 2, lambda lang: 2 if lang == "en" else 3)
+    fake_run(tmp_path / "b", "translate-train-all", 1, lambda lang: 3)
+    tables = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    test = tables["test"].set_index(["row", "model", "setting", "seed"])
+    assert list(test.columns) == [*XNLI_LANGUAGES, "avg"]
+    assert test.loc[("run", "ours", "zero-shot", "1"), "en"] == 100
+    assert test.loc[("run", "ours", "zero-shot", "1"), "avg"] == pytest.approx((100 + 14 * 25) / 15)
+    assert test.loc[("mean", "ours", "zero-shot", "mean"), "en"] == 75
+    assert test.loc[("std", "ours", "zero-shot", "std"), "en"] == pytest.approx(35.3553, abs=1e-3)
+    assert test.loc[("mean", "ours", "zero-shot", "mean"), "fr"] == 50
+    assert test.loc[("std", "ours", "translate-train-all", "std"), "fr"] == 0  # one seed
+    assert test.loc[("published", "mDeBERTaV3 base", "zero-shot", "published"), "sw"] == 73.9
+    assert test.loc[("published", "XLM-R base", "translate-train-all", "published"), "en"] == 85.4
+    assert test.loc[("delta", "ours - mDeBERTaV3 base", "zero-shot", "mean - published"), "en"] == \
+        pytest.approx(75 - 88.2)
+    assert test.loc[("delta", "ours - XLM-R base", "translate-train-all", "mean - published"), "ur"] == \
+        pytest.approx(75 - 73.0)
+
+    out = tmp_path / "out"
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == len(tables["test"]) and {"en", "ur", "avg"} <= set(csv.columns)
+    results = json.loads((out / "results.json").read_text())
+    assert {"test", "dev", "runs"} <= set(results) and len(results["runs"]) == 3
+    assert "| mean " in (out / "results.md").read_text()
+    png = (out / "xnli.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+def test_report_of_a_folder_without_runs(tmp_path):
+    with pytest.raises(ReportError, match="no predictions/<setting>/seed-<s>/run.json"):
+        write_report([tmp_path], tmp_path / "out")

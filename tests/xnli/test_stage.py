@@ -1,0 +1,143 @@
+"""The stage end to end on CPU with a tiny model: both settings, the report, the saved checkpoint
+in transformers, resume after a kill, reruns and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from mdeberta.cli import main
+from mdeberta.corpora.languages import XNLI_LANGUAGES
+from mdeberta.xnli import train as train_module
+from mdeberta.xnli.settings import XnliSettings
+from mdeberta.xnli.stage import XnliRun
+
+QUICK = ["--epochs", "1", "--batch-size", "8", "--eval-every", "2", "--warmup", "0.2", "--lr", "1e-3",
+         "--no-progress"]
+
+
+def run_cli(*args) -> int:
+    return main(["xnli", "run", *map(str, args), *QUICK])
+
+
+@pytest.fixture(scope="module")
+def zero_shot(tiny_model, releases, tmp_path_factory):
+    out = tmp_path_factory.mktemp("zero-shot")
+    assert run_cli("--model", tiny_model, "--data", releases, "--out", out, "--max-train-examples", 20) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def translate_train_all(tiny_model, saved, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tta")
+    assert run_cli("--model", tiny_model, "--data", saved, "--out", out, "--setting", "translate-train-all",
+                   "--max-train-examples", 2, "--seeds", 3, 4) == 0
+    return out
+
+
+def test_zero_shot_outputs(zero_shot):
+    info = json.loads((zero_shot / "predictions" / "zero-shot" / "seed-1" / "run.json").read_text())
+    assert info["train_pairs"] == 20 and info["steps"] == 3  # 20 English pairs, batches of 8
+    assert [e["step"] for e in info["history"]] == [2, 3] and list(info["history"][0]["dev"]) == ["en"]
+    assert info["best_step"] in (2, 3)
+    for split, size in (("dev", 6), ("test", 9)):
+        for lang in XNLI_LANGUAGES:
+            assert len(pd.read_csv(zero_shot / "predictions" / "zero-shot" / "seed-1" / split / f"{lang}.csv")) == size
+    assert not (zero_shot / "seed-1" / "state.pt").exists()
+    results = pd.read_csv(zero_shot / "results.csv")
+    assert list(results.columns) == ["row", "model", "setting", "seed", *XNLI_LANGUAGES, "avg"]
+    assert set(results.row) == {"run", "mean", "std", "published", "delta"}
+    assert set(results[results.row == "published"].model) == {"mDeBERTaV3 base", "XLM-R base"}
+    assert (zero_shot / "xnli.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((zero_shot / "manifest.json").read_text())["stage"] == "xnli"
+
+
+def test_translate_train_all_selects_on_every_language(translate_train_all):
+    for seed in (3, 4):
+        info = json.loads((translate_train_all / "predictions" / "translate-train-all" / f"seed-{seed}" /
+                           "run.json").read_text())
+        assert info["train_pairs"] == 30 and list(info["history"][0]["dev"]) == list(XNLI_LANGUAGES)
+        assert info["best_score"] == max(e["score"] for e in info["history"])
+        assert info["best_score"] == pytest.approx(sum(info["history"][0]["dev"].values()) / 15) or \
+            len(info["history"]) > 1
+    results = pd.read_csv(translate_train_all / "results.csv")
+    assert sorted(results[results.row == "run"].seed.astype(int)) == [3, 4]
+
+
+def test_report_merges_runs(zero_shot, translate_train_all, tmp_path, capsys):
+    assert main(["xnli", "report", str(zero_shot), str(translate_train_all), "--out", str(tmp_path)]) == 0
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert set(results.setting) == {"zero-shot", "translate-train-all"}
+    assert len(results[results.row == "published"]) == 4 and "| mean" in capsys.readouterr().out
+
+
+def test_checkpoint_loads_in_transformers(zero_shot, tiny_model):
+    import transformers
+
+    from mdeberta.xnli.stage import load_classifier, load_tokenizer
+
+    best = zero_shot / "seed-1" / "best"
+    theirs = transformers.DebertaV2ForSequenceClassification.from_pretrained(best).eval()
+    ours = load_classifier(str(best)).eval()
+    assert theirs.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
+    tokenizer = load_tokenizer(str(best))
+    batch = tokenizer(["Die Stadtbibliothek ist mittwochs offen.", "A cat."], ["Sie ist offen.", "A dog sleeps."],
+                      padding=True, return_tensors="pt", return_token_type_ids=False)
+    with torch.no_grad():
+        expected, got = theirs(**batch).logits, ours(**batch).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert expected.argmax(-1).tolist() == got.argmax(-1).tolist()
+
+
+def test_killed_run_resumes_to_the_same_result(zero_shot, tiny_model, releases, tmp_path, monkeypatch):
+    settings = XnliSettings(epochs=1, batch_size=8, eval_every=2, warmup=0.2, lr=1e-3, max_train_examples=20)
+    save = train_module._save_atomic
+
+    def killed_after_saving(obj, path):
+        save(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_atomic", killed_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run()
+    assert torch.load(tmp_path / "seed-1" / "state.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(train_module, "_save_atomic", save)
+    assert XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run() == 0
+
+    def outcome(run_dir):
+        info = json.loads((run_dir / "predictions" / "zero-shot" / "seed-1" / "run.json").read_text())
+        test = {lang: pd.read_csv(run_dir / "predictions" / "zero-shot" / "seed-1" / "test" / f"{lang}.csv")
+                for lang in XNLI_LANGUAGES}
+        return info["history"], info["best_step"], {k: v.prediction.tolist() for k, v in test.items()}
+
+    assert outcome(tmp_path) == outcome(zero_shot)
+
+
+def test_finished_run_is_not_redone(zero_shot, tiny_model, releases, capsys):
+    before = (zero_shot / "manifest.json").stat().st_mtime
+    assert run_cli("--model", tiny_model, "--data", releases, "--out", zero_shot, "--max-train-examples", 20) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert (zero_shot / "manifest.json").stat().st_mtime == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "{tmp}/nowhere"], "not a folder holding XNLI-1.0"),
+    (["--model", "{tmp}/no-model"], "--model {tmp}/no-model: "),
+    (["--languages", "en,xx"], "languages: xx not in XNLI"),
+    (["--setting", "translate-train-all", "--languages", "fr,yo"], "languages: yo not in XNLI"),
+    (["--data", "{partial}"], "multinli.train.en.tsv; it does not exist"),
+])
+def test_bad_input_is_one_line(args, message, tiny_model, releases, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    (partial / "XNLI-1.0").mkdir(parents=True)
+    for name in ("xnli.dev.tsv", "xnli.test.tsv"):
+        (partial / "XNLI-1.0" / name).write_bytes((releases / "XNLI-1.0" / name).read_bytes())
+    given = dict(zip(args[::2], args[1::2]))
+    full = {"--model": str(tiny_model), "--data": str(releases), "--out": str(tmp_path / "out"), **given}
+    flat = [str(v).format(tmp=tmp_path, partial=partial) for kv in full.items() for v in kv]
+    assert run_cli(*flat) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mdeberta: error: ") and message.format(tmp=tmp_path) in err[-1]
