@@ -122,13 +122,18 @@ class Generator(DebertaV2ForMaskedLM):
 
 @dataclass
 class RTDOutput:
+    """Losses and detached statistics. Counts stay tensors so that a training step never
+    waits on the device; ``rtd_logits``/``rtd_labels`` (real tokens only) are for the AUC."""
     loss: torch.Tensor
     mlm_loss: torch.Tensor
     rtd_loss: torch.Tensor
-    masked: int
-    replaced: int
+    masked: torch.Tensor
+    replaced: torch.Tensor
+    tokens: torch.Tensor
     generator_accuracy: torch.Tensor
     discriminator_accuracy: torch.Tensor
+    rtd_logits: torch.Tensor
+    rtd_labels: torch.Tensor
 
 
 def choose_masked_positions(maskable: torch.Tensor, rate: float, generator: torch.Generator | None = None):
@@ -154,7 +159,10 @@ class RTDModel(nn.Module):
 
     def __init__(self, discriminator_config, generator_config, *, mask_token_id: int, sharing: str = "gdes",
                  rtd_weight: float = 50.0, mask_rate: float = 0.15, temperature: float = 1.0,
-                 special_token_ids=(0, 1, 2), enhanced_mask_decoder: bool = True, attention: str = "auto"):
+                 special_token_ids=(0, 1, 2), enhanced_mask_decoder: bool = True, attention: str = "auto",
+                 real_vocab_size: int | None = None):
+        """``real_vocab_size``: ids the tokenizer can produce. The embedding table may be padded
+        past them (to a GPU-friendly size); the generator never predicts or samples the padding."""
         super().__init__()
         if sharing not in SHARING:
             raise ValueError(f"unknown embedding sharing {sharing!r}; choose one of {', '.join(SHARING)}")
@@ -168,6 +176,7 @@ class RTDModel(nn.Module):
         self.rtd_weight = rtd_weight
         self.mask_rate = mask_rate
         self.temperature = temperature
+        self.real_vocab_size = real_vocab_size or generator_config.vocab_size
         self.register_buffer("special_token_ids", torch.tensor(sorted({*special_token_ids, mask_token_id})),
                              persistent=False)
         self._share_embeddings()
@@ -195,7 +204,7 @@ class RTDModel(nn.Module):
         masked = choose_masked_positions(maskable, self.mask_rate, generator)
         originals = input_ids[masked]
         logits = self.generator.masked_logits(input_ids.masked_fill(masked, self.mask_token_id),
-                                              attention_mask, masked)
+                                              attention_mask, masked)[:, :self.real_vocab_size]
         mlm_loss = F.cross_entropy(logits.float(), originals)
         sampled = sample_replacements(logits, self.temperature, generator)
         corrupted = input_ids.clone()
@@ -204,22 +213,33 @@ class RTDModel(nn.Module):
         out = self.discriminator(corrupted, attention_mask, labels=labels)
         real = attention_mask.bool()
         with torch.no_grad():
+            rtd_logits, rtd_labels = out.logits[real].detach().float(), labels[real]
             generator_accuracy = (logits.argmax(-1) == originals).float().mean()
-            discriminator_accuracy = ((out.logits[real] > 0) == labels[real]).float().mean()
+            discriminator_accuracy = ((rtd_logits > 0) == rtd_labels).float().mean()
         return RTDOutput(loss=mlm_loss + self.rtd_weight * out.loss, mlm_loss=mlm_loss, rtd_loss=out.loss,
-                         masked=int(masked.sum()), replaced=int(labels.sum()),
-                         generator_accuracy=generator_accuracy, discriminator_accuracy=discriminator_accuracy)
+                         masked=masked.sum(), replaced=labels.sum(), tokens=real.sum(),
+                         generator_accuracy=generator_accuracy, discriminator_accuracy=discriminator_accuracy,
+                         rtd_logits=rtd_logits, rtd_labels=rtd_labels)
 
     def export_discriminator(self, path) -> None:
-        """A deberta-v2 folder (encoder + ``mask_predictions``) with the merged embeddings."""
-        plain = DebertaV2ForReplacedTokenDetection(self.discriminator.config)
-        state = {k: v for k, v in self.discriminator.state_dict().items() if ".delta" not in k}
-        state.update(self.discriminator_embeddings())
+        """A plain deberta-v2 encoder folder with the merged embeddings: what fine-tuning starts
+        from. The RTD head stays in the training checkpoint."""
+        plain = DebertaV2Model(self.discriminator.config)
+        state = {k.removeprefix("deberta."): v for k, v in self.discriminator.state_dict().items()
+                 if k.startswith("deberta.") and ".delta" not in k}
+        state.update({k.removeprefix("deberta."): v for k, v in self.discriminator_embeddings().items()})
         plain.load_state_dict(state, strict=True)
-        plain.config.architectures = ["DebertaV2Model"]
-        plain.save_pretrained(path)
+        _save_as(plain, path, "DebertaV2Model")
 
     def export_generator(self, path) -> None:
         """A ``DebertaV2ForMaskedLM`` folder. transformers has no Enhanced Mask Decoder, so it
         runs this generator without it; the absolute position table is kept for this project."""
-        self.generator.save_pretrained(path)
+        _save_as(self.generator, path, "DebertaV2ForMaskedLM")
+
+
+def _save_as(model: DebertaV2PreTrainedModel, path, architecture: str) -> None:
+    """``save_pretrained`` names the saving class in config.json; name transformers' class instead."""
+    model.save_pretrained(path)
+    config = model.config.__class__.from_pretrained(path)
+    config.architectures = [architecture]
+    config.save_pretrained(path)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import transformers
 
+import mdeberta.model.rtd as rtd_module
 from mdeberta.model import RTDModel
 from mdeberta.model.rtd import GradientDisentangledEmbedding, choose_masked_positions
 
@@ -116,7 +117,6 @@ def test_masking_rate_and_special_tokens():
 
 def test_correct_guess_is_labelled_original(monkeypatch):
     """With replacements forced to the original token, nothing counts as replaced."""
-    import mdeberta.model.rtd as rtd_module
 
     rtd = rtd_model()
     ids, mask = batch()
@@ -145,6 +145,21 @@ def test_replaced_labels_follow_the_samples():
     assert out.masked >= out.replaced >= out.masked - 3
 
 
+def test_padded_vocabulary_is_never_sampled(monkeypatch):
+    rtd = rtd_model(real_vocab_size=40)
+    ids, mask = batch()
+    seen = {}
+    original = rtd_module.sample_replacements
+
+    def record(logits, temperature, generator):
+        seen["columns"] = logits.shape[-1]
+        return original(logits, temperature, generator)
+
+    monkeypatch.setattr(rtd_module, "sample_replacements", record)
+    rtd(ids % 40, mask)
+    assert seen["columns"] == 40
+
+
 def test_lm_head_runs_only_at_masked_positions():
     rtd = rtd_model()
     rows = []
@@ -153,7 +168,7 @@ def test_lm_head_runs_only_at_masked_positions():
     ids, mask = batch()
     out = rtd(ids, mask)
     handle.remove()
-    assert rows == [out.masked]
+    assert rows == [int(out.masked)]
 
 
 @pytest.mark.parametrize("emd", [True, False])

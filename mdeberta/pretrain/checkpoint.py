@@ -1,0 +1,143 @@
+"""Training checkpoints: everything a run needs to continue exactly, in one folder per step.
+
+``<out>/checkpoints/step-N/``
+    model.safetensors     the RTD model (generator, discriminator, E_delta under GDES)
+    model.json            the two configs and the ids needed to rebuild it
+    training_state.pt     optimizer, scheduler, step, RNG states
+    data_state.json       the data position (batch number, per-language cursors and epochs)
+    settings.json         the run's effective settings
+    tokenizer/            the tokenizer files, so the folder exports on its own
+
+A checkpoint is written as ``step-N.tmp`` and renamed when complete: a folder named ``step-N``
+is always whole. The oldest are deleted beyond ``keep``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+from transformers import DebertaV2Config
+
+from ..errors import UserError
+from ..manifest import write_json_atomic
+from ..model import RTDModel
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+TOKENIZER_FILES = ("spm.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class CheckpointError(UserError):
+    pass
+
+
+def rtd_description(model: RTDModel) -> dict:
+    """What ``build_rtd_model`` needs besides the weights."""
+    return {"discriminator": model.discriminator.config.to_dict(), "generator": model.generator.config.to_dict(),
+            "mask_token_id": model.mask_token_id, "sharing": model.sharing, "rtd_weight": model.rtd_weight,
+            "mask_rate": model.mask_rate, "temperature": model.temperature,
+            "special_token_ids": model.special_token_ids.tolist(), "real_vocab_size": model.real_vocab_size,
+            "enhanced_mask_decoder": model.generator.enhanced_mask_decoder}
+
+
+def build_rtd_model(description: dict, attention: str = "auto") -> RTDModel:
+    return RTDModel(DebertaV2Config(**description["discriminator"]), DebertaV2Config(**description["generator"]),
+                    mask_token_id=description["mask_token_id"], sharing=description["sharing"],
+                    rtd_weight=description["rtd_weight"], mask_rate=description["mask_rate"],
+                    temperature=description["temperature"], special_token_ids=description["special_token_ids"],
+                    real_vocab_size=description["real_vocab_size"],
+                    enhanced_mask_decoder=description["enhanced_mask_decoder"], attention=attention)
+
+
+def checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), path) for path in root.iterdir() if (m := STEP_DIR.match(path.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def _rng_states() -> dict:
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, keys.tolist(), position, has_gauss, cached], "python": random.getstate()}
+
+
+def _restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    random.setstate(states["python"])
+
+
+def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler, data_state: dict,
+                    settings, tokenizer: Path, keep: int) -> Path:
+    final = root / f"step-{step}"
+    tmp = root / f"step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
+    write_json_atomic(tmp / "model.json", rtd_description(model))
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_states()}, tmp / "training_state.pt")
+    write_json_atomic(tmp / "data_state.json", data_state)
+    write_json_atomic(tmp / "settings.json", asdict(settings))
+    (tmp / "tokenizer").mkdir()
+    for name in TOKENIZER_FILES:
+        if (tokenizer / name).is_file():
+            shutil.copy2(tokenizer / name, tmp / "tokenizer" / name)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for _, old in checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _require(checkpoint: Path, name: str) -> Path:
+    path = checkpoint / name
+    if not path.exists():
+        raise CheckpointError(f"{checkpoint} is not a pretraining checkpoint: {name} is missing "
+                              "(expected a folder <out>/checkpoints/step-N written by `mdeberta pretrain run`)")
+    return path
+
+
+def load_model(checkpoint: Path, attention: str = "auto") -> RTDModel:
+    """The RTD model of a checkpoint, on the CPU."""
+    checkpoint = Path(checkpoint)
+    description = json.loads(_require(checkpoint, "model.json").read_text(encoding="utf-8"))
+    model = build_rtd_model(description, attention)
+    missing, unexpected = safetensors.torch.load_model(model, str(_require(checkpoint, "model.safetensors")),
+                                                       strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{checkpoint}/model.safetensors does not fit model.json "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+def load_training_state(checkpoint: Path, optimizer, scheduler) -> tuple[int, dict]:
+    """Restores optimizer, scheduler and RNG states; returns the step and the data position."""
+    state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _restore_rng_states(state["rng"])
+    data_state = json.loads(_require(checkpoint, "data_state.json").read_text(encoding="utf-8"))
+    return state["step"], data_state
+
+
+def saved_settings(checkpoint: Path) -> dict:
+    return json.loads(_require(checkpoint, "settings.json").read_text(encoding="utf-8"))

@@ -1,0 +1,35 @@
+"""``mdeberta pretrain export``: a checkpoint -> two transformers folders with the tokenizer.
+
+    <out>/discriminator/   DebertaV2Model, word embedding E_G + E_delta under GDES (AutoModel)
+    <out>/generator/       DebertaV2ForMaskedLM (AutoModelForMaskedLM)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..manifest import write_json_atomic
+from .checkpoint import TOKENIZER_FILES, load_model
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
+    """Each folder is written under a temporary name and renamed when complete; nothing else in
+    ``out`` is touched."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    model = load_model(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    folders = {}
+    for name, export in (("discriminator", model.export_discriminator), ("generator", model.export_generator)):
+        tmp = out / f"{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        export(tmp)
+        for file in TOKENIZER_FILES:
+            if (checkpoint / "tokenizer" / file).is_file():
+                shutil.copy2(checkpoint / "tokenizer" / file, tmp / file)
+        shutil.rmtree(out / name, ignore_errors=True)
+        folders[name] = tmp.rename(out / name)
+    write_json_atomic(out / "export.json", {"checkpoint": str(checkpoint.resolve()), "sharing": model.sharing,
+                                            "mask_token_id": model.mask_token_id,
+                                            "real_vocab_size": model.real_vocab_size})
+    return folders

@@ -1,0 +1,319 @@
+"""The pretraining loop: RTD with embedding sharing over packed multilingual sequences.
+
+One optimizer step = the next global batch from ``PackedSequences`` (each rank takes its slice),
+split into micro-batches whose gradients accumulate, clipped, AdamW. The randomness of a
+micro-batch (masking, the generator's samples, dropout) is seeded from (seed, step, its first
+sequence's place in the global batch), so a resumed run and a run on another number of
+processes draw the same masks for the same sequences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..model import RTDModel, size_config
+from ..recipe import SettingsError, output_settings
+from .checkpoint import latest_checkpoint, load_model, load_training_state, save_checkpoint, saved_settings
+from .data import PackedSequences, TokenStreams, validation_batches
+from .distributed import World
+from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
+from .optim import build_optimizer, build_scheduler
+from .settings import PretrainSettings
+from .tokens import TokenInventory
+
+VOCAB_MULTIPLE = 128  # embedding rows rounded up to this for GPU-friendly matrix shapes
+STOP_SIGNALS = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+
+class NonFiniteLossError(UserError):
+    pass
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+TRAIN, VALID = 0, 1  # separate seed streams
+
+
+def micro_batch_seed(seed: int, split: int, *position: int) -> int:
+    return int(np.random.SeedSequence([seed, split, *position]).generate_state(1)[0])
+
+
+def build_model(settings: PretrainSettings, inventory: TokenInventory) -> RTDModel:
+    """The RTD model for this tokenizer: initial weights depend on the seed only."""
+    vocab_size = settings.vocab_size or math.ceil(inventory.vocab_size / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    if vocab_size < inventory.vocab_size:
+        raise SettingsError(f"vocab_size {vocab_size} is smaller than the tokenizer's {inventory.vocab_size} "
+                            "ids ([MASK] included); set 0 to size it from the tokenizer")
+    common = dict(vocab_size=vocab_size, pad_token_id=inventory.pad_id,
+                  max_position_embeddings=max(512, settings.max_seq_length))
+    discriminator = size_config(settings.size, **common)
+    generator = size_config(settings.size, generator=True, **common)
+    if settings.generator_layers:
+        generator.num_hidden_layers = settings.generator_layers
+    torch.manual_seed(settings.seed)
+    return RTDModel(discriminator, generator, mask_token_id=inventory.mask_id, sharing=settings.sharing,
+                    rtd_weight=settings.rtd_weight, mask_rate=settings.mask_rate, temperature=settings.temperature,
+                    special_token_ids=(inventory.pad_id, inventory.cls_id, inventory.sep_id, inventory.unk_id),
+                    enhanced_mask_decoder=settings.enhanced_mask_decoder, attention=settings.attention,
+                    real_vocab_size=inventory.vocab_size)
+
+
+def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
+    """A checkpoint continues only the run it came from; ``max_steps`` may grow or shrink."""
+    saved = saved_settings(checkpoint)
+    current = output_settings(settings)
+    changed = [name for name, value in current.items()
+               if name != "max_steps" and name in saved and saved[name] != value]
+    if changed:
+        details = ", ".join(f"{name}: {saved[name]} -> {current[name]}" for name in changed)
+        raise SettingsError(f"{checkpoint} was trained with other settings ({details}); use them again to "
+                            f"resume, or pass another --out (or delete {checkpoint.parent}) to start a new run")
+
+
+class _Interval:
+    """Sums of the step statistics since the last log line, kept on the device."""
+
+    KEYS = ("loss", "mlm_loss", "rtd_loss", "mlm_accuracy", "rtd_accuracy")
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(self.KEYS) + 3, dtype=torch.float64, device=self.device)
+        self.micro_batches = 0
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, out) -> None:
+        values = [out.loss, out.mlm_loss, out.rtd_loss, out.generator_accuracy, out.discriminator_accuracy,
+                  out.masked, out.replaced, out.tokens]
+        self.sums += torch.stack([v.detach().double() for v in values])
+        self.micro_batches += 1
+
+    def summary(self, world: World) -> dict:
+        sums = world.mean(self.sums).tolist()
+        means = {key: sums[i] / max(1, self.micro_batches) for i, key in enumerate(self.KEYS)}
+        masked, replaced, tokens = sums[len(self.KEYS):]
+        means["masked_fraction"] = masked / max(1.0, tokens)
+        means["replaced_fraction"] = replaced / max(1.0, tokens)
+        means["replaced_of_masked"] = replaced / max(1.0, masked)
+        return means
+
+
+class Pretrainer:
+    def __init__(self, settings: PretrainSettings, tokens_dir: Path, tokenizer: Path, out: Path, world: World,
+                 progress: bool = True):
+        self.settings, self.tokenizer, self.out, self.world = settings, Path(tokenizer), Path(out), world
+        self.progress = progress and world.is_main
+        self.inventory = TokenInventory.load(tokens_dir)
+        langs = settings.langs or None
+        self.data = PackedSequences(TokenStreams.open(tokens_dir, "train", langs), settings.max_seq_length,
+                                    settings.alpha, settings.seed, self.inventory.cls_id, self.inventory.sep_id)
+        valid = TokenStreams.open(tokens_dir, "valid", langs)
+        self.valid_batches = validation_batches(valid, settings.max_seq_length, settings.micro_batch_size,
+                                                settings.eval_sequences, self.inventory.cls_id,
+                                                self.inventory.sep_id) if valid.langs else []
+        self.per_rank = settings.batch_size // world.size
+        self.micro = min(settings.micro_batch_size, self.per_rank)
+        if settings.batch_size % world.size or self.per_rank % self.micro:
+            raise SettingsError(f"batch_size ({settings.batch_size}) must be a multiple of micro_batch_size "
+                                f"({self.micro}) x processes ({world.size})")
+        self.model = build_model(settings, self.inventory).to(world.device)
+        self.optimizer = build_optimizer(self.model, settings, world.device)
+        self.scheduler = build_scheduler(self.optimizer, settings)
+        self.autocast = self._autocast()
+        self.stop_signal: int | None = None
+
+    # ---------------------------------------------------------------- setup
+    def _autocast(self):
+        device, precision = self.world.device, self.settings.precision
+        if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+            return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext
+
+    def _restore(self) -> int:
+        checkpoint = latest_checkpoint(self.out / "checkpoints")
+        if checkpoint is None:
+            return 0
+        check_resumable(checkpoint, self.settings)
+        self.model.load_state_dict(load_model(checkpoint, self.settings.attention).state_dict())
+        step, data_state = load_training_state(checkpoint, self.optimizer, self.scheduler)
+        self.data.load_state_dict(data_state)
+        if self.world.is_main:
+            _log(f"pretrain: resuming from {checkpoint} (step {step})")
+        return step
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        if self.world.is_main:
+            _log(f"pretrain: {signal.Signals(signum).name} received; saving a checkpoint after this step")
+
+    # ---------------------------------------------------------------- the loop
+    def train(self, resume: bool = False) -> int:
+        """Trains to ``max_steps``; returns the exit status (0 done, 130/143 stopped by a signal)."""
+        step = self._restore()
+        if resume and step == 0:
+            raise UserError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; leave out --resume to start")
+        if step >= self.settings.max_steps:
+            _log(f"pretrain: already trained to step {step} (max_steps {self.settings.max_steps})")
+            return 0
+        model = self.model
+        if self.settings.compile:
+            model.generator.deberta.compile()
+            model.discriminator.deberta.compile()
+        if self.world.distributed:
+            model = DistributedDataParallel(model, device_ids=[self.world.device] if self.world.device.type == "cuda"
+                                            else None)
+        if self.world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.out / "metrics.jsonl", step) if self.world.is_main else None
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        try:
+            return self._loop(model, step, log)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if log is not None:
+                log.close()
+
+    def _loop(self, model, step: int, log: MetricsLog | None) -> int:
+        settings, world = self.settings, self.world
+        interval = _Interval(world.device)
+        bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress, dynamic_ncols=True)
+        flops = training_flops_per_token(self.model.discriminator.config, self.model.generator.config,
+                                         settings.max_seq_length, settings.mask_rate)
+        skipped = 0
+        while step < settings.max_steps:
+            batch = self.data.next_batch(settings.batch_size, world.rank, world.size)
+            grad_norm, last, lr = self._step(model, step, batch, interval)
+            step += 1
+            if not torch.isfinite(grad_norm):
+                if settings.on_nonfinite == "stop":
+                    raise NonFiniteLossError(
+                        f"step {step}: the loss or gradient is not finite (grad norm {grad_norm.item()}); the "
+                        "last checkpoint is intact. Lower the learning rate or raise warmup_steps, or set "
+                        "on_nonfinite = 'skip' to skip such steps")
+                skipped += 1
+            bar.update(1)
+            if step % settings.log_every == 0 or step == settings.max_steps:
+                record = self._log_record(step, interval, grad_norm, last, lr, flops, skipped)
+                interval.reset()
+                if log is not None:
+                    log.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", rtd_acc=f"{record['rtd_accuracy']:.3f}",
+                                    tok_s=f"{record['tokens_per_s']:,.0f}")
+                    _log(_format_record(record))
+            if settings.eval_every and step % settings.eval_every == 0 or step == settings.max_steps:
+                self._validate(step, log)
+            stop = world.any(self.stop_signal is not None)
+            if stop or step % settings.checkpoint_every == 0 or step == settings.max_steps:
+                self._save(step)
+            if stop:
+                bar.close()
+                if world.is_main:
+                    _log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue.")
+                return STOP_SIGNALS.get(self.stop_signal, 143)
+        bar.close()
+        return 0
+
+    def _step(self, model, step: int, batch: torch.Tensor, interval: _Interval):
+        """One optimizer step over this rank's slice; returns the gradient norm, the last
+        micro-batch's output and the learning rate the step used."""
+        micro_batches = batch.split(self.micro)
+        out = None
+        for index, micro in enumerate(micro_batches):
+            first = self.world.rank * self.per_rank + index * self.micro
+            torch.manual_seed(micro_batch_seed(self.settings.seed, TRAIN, step, first))
+            ids = micro.to(self.world.device, non_blocking=True)
+            syncing = index == len(micro_batches) - 1 or not self.world.distributed
+            with contextlib.nullcontext() if syncing else model.no_sync():
+                with self.autocast():
+                    out = model(ids, torch.ones_like(ids))
+                (out.loss / len(micro_batches)).backward()
+            interval.add(out)
+        clip = self.settings.grad_clip if self.settings.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        interval.steps += 1
+        return grad_norm, out, lr
+
+    # ---------------------------------------------------------------- reporting
+    def _log_record(self, step, interval: _Interval, grad_norm, last, lr: float, flops: float, skipped: int) -> dict:
+        elapsed = time.perf_counter() - interval.started
+        record = {"step": step, "lr": lr, **interval.summary(self.world),
+                  "rtd_auc": roc_auc(last.rtd_logits, last.rtd_labels), "grad_norm": float(grad_norm),
+                  "tokens_per_s": interval.steps * self.settings.batch_size * self.settings.max_seq_length / elapsed,
+                  "skipped_steps": skipped}
+        peak = peak_flops(self.world.device)
+        if peak is not None:
+            record["mfu"] = flops * record["tokens_per_s"] / (peak * self.world.size)
+        record["epochs"] = min(self.data.epochs.values())
+        return record
+
+    @torch.no_grad()
+    def _validate(self, step: int, log: MetricsLog | None) -> None:
+        """Held-out MLM and RTD metrics with fixed masks (seeded per batch), on rank 0."""
+        if not self.world.is_main or not self.valid_batches:
+            self.world.barrier()
+            return
+        self.model.eval()
+        interval = _Interval(self.world.device)
+        logits, labels = [], []
+        for index, batch in enumerate(self.valid_batches):
+            torch.manual_seed(micro_batch_seed(self.settings.seed, VALID, index))
+            ids = batch.to(self.world.device)
+            with self.autocast():
+                out = self.model(ids, torch.ones_like(ids))
+            interval.add(out)
+            logits.append(out.rtd_logits)
+            labels.append(out.rtd_labels)
+        self.model.train()
+        summary = interval.summary(World())
+        record = {"step": step, **{f"valid_{key}": value for key, value in summary.items()},
+                  "valid_rtd_auc": roc_auc(torch.cat(logits), torch.cat(labels))}
+        log.write(record)
+        _log(_format_record(record))
+        self.world.barrier()
+
+    def _save(self, step: int) -> None:
+        if self.world.is_main:
+            save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler,
+                            self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints)
+        self.world.barrier()
+
+
+def _format_record(record: dict) -> str:
+    """One console line; metrics.jsonl keeps every field."""
+    prefix = "valid_" if "valid_loss" in record else ""
+
+    def value(key: str) -> float:
+        return record[prefix + key]
+
+    parts = [f"step {record['step']}", f"{prefix.rstrip('_') or 'train'}",
+             f"loss {value('loss'):.3f}", f"mlm {value('mlm_loss'):.3f} acc {value('mlm_accuracy'):.3f}",
+             f"rtd {value('rtd_loss'):.4f} acc {value('rtd_accuracy'):.3f} auc {value('rtd_auc'):.3f}",
+             f"replaced {value('replaced_fraction'):.1%}"]
+    if not prefix:
+        parts += [f"lr {record['lr']:.2e}", f"grad {record['grad_norm']:.3g}", f"{record['tokens_per_s']:,.0f} tok/s"]
+        parts += [f"mfu {record['mfu']:.1%}"] if "mfu" in record else []
+    return " | ".join(parts)

@@ -1,0 +1,200 @@
+"""The pretraining loop: finite losses, exact resume, SIGTERM, torchrun, export and Table 1."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import transformers
+
+from mdeberta import model as ours
+from mdeberta.cli import main
+from mdeberta.pretrain.analyze import embedding_statistics
+from mdeberta.pretrain.checkpoint import latest_checkpoint, load_model
+from mdeberta.pretrain.distributed import World
+from mdeberta.pretrain.export import export_checkpoint
+from mdeberta.pretrain.settings import PretrainSettings
+from mdeberta.pretrain.tokens import tokenize_corpus
+from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
+from mdeberta.recipe import SettingsError
+
+from .conftest import write_corpus
+
+SETTINGS = PretrainSettings(size="tiny", batch_size=4, micro_batch_size=2, max_seq_length=32, max_steps=4,
+                            warmup_steps=2, learning_rate=1e-3, log_every=1, eval_every=0, eval_sequences=4,
+                            checkpoint_every=100, keep_checkpoints=10)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("pretrain") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus_dir, tokenizer) -> Path:
+    out = corpus_dir.parent / "tokens"
+    tokenize_corpus(corpus_dir, tokenizer, out, validation_fraction=0.2, workers=1, progress=False)
+    return out
+
+
+def train(tokens: Path, tokenizer: Path, out: Path, **changes) -> int:
+    return Pretrainer(replace(SETTINGS, **changes), tokens, tokenizer, out, World(), progress=False).train()
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(checkpoint / "model.safetensors"))
+
+
+def signal_after(monkeypatch, steps: int, signum=signal.SIGTERM) -> None:
+    """Sends ``signum`` to this process once ``steps`` steps are done, as a cluster's preemption would."""
+    original = Pretrainer._step
+
+    def step_then_signal(self, model, step, batch, interval):
+        result = original(self, model, step, batch, interval)
+        if step + 1 == steps:
+            os.kill(os.getpid(), signum)
+        return result
+
+    monkeypatch.setattr(Pretrainer, "_step", step_then_signal)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_give_finite_losses_and_a_checkpoint(tokens, tokenizer, tmp_path):
+    assert train(tokens, tokenizer, tmp_path, eval_every=2) == 0
+    train_records = [r for r in records(tmp_path) if "loss" in r]
+    valid_records = [r for r in records(tmp_path) if "valid_loss" in r]
+    assert [r["step"] for r in train_records] == [1, 2, 3, 4]
+    assert [r["step"] for r in valid_records] == [2, 4]
+    for record in train_records:
+        assert all(math.isfinite(record[key]) for key in ("loss", "mlm_loss", "rtd_loss", "grad_norm"))
+        assert 0 < record["masked_fraction"] < 0.2 and record["replaced_fraction"] <= record["masked_fraction"]
+        assert record["tokens_per_s"] > 0
+    # Warm-up over 2 steps, then linear decay that reaches zero after the last step (4).
+    assert [r["lr"] for r in train_records] == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4])
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    assert checkpoint.name == "step-4"
+    assert {"model.safetensors", "model.json", "training_state.pt", "data_state.json", "settings.json",
+            "tokenizer"} <= {p.name for p in checkpoint.iterdir()}
+    assert train(tokens, tokenizer, tmp_path) == 0  # finished: a rerun does nothing
+    assert len(records(tmp_path)) == 6
+
+
+def test_stopping_and_resuming_gives_the_same_parameters(tokens, tokenizer, tmp_path, monkeypatch):
+    train(tokens, tokenizer, tmp_path / "straight", max_steps=6)
+    with monkeypatch.context() as patch:
+        signal_after(patch, 3)
+        assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6) == 143
+    assert latest_checkpoint(tmp_path / "resumed/checkpoints").name == "step-3"
+    assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6) == 0
+    straight, resumed = weights(tmp_path / "straight/checkpoints/step-6"), weights(tmp_path / "resumed/checkpoints/step-6")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert [r["step"] for r in records(tmp_path / "resumed") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    data = json.loads((tmp_path / "resumed/checkpoints/step-6/data_state.json").read_text())
+    assert data["batches"] == 6
+
+
+def test_changed_settings_are_not_resumed(tokens, tokenizer, tmp_path):
+    train(tokens, tokenizer, tmp_path, max_steps=1)
+    with pytest.raises(SettingsError, match="sharing: gdes -> es"):
+        train(tokens, tokenizer, tmp_path, max_steps=2, sharing="es")
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_a_loadable_checkpoint_after_the_current_step(tokens, tokenizer, tmp_path, monkeypatch,
+                                                                    signum, status):
+    signal_after(monkeypatch, 2, signum)
+    assert train(tokens, tokenizer, tmp_path, max_steps=50) == status
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    assert checkpoint.name == "step-2"
+    assert isinstance(load_model(checkpoint), ours.RTDModel)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer, tmp_path, monkeypatch):
+    original = Pretrainer._step
+
+    def poisoned(self, model, step, batch, interval):
+        if step == 1:
+            with torch.no_grad():
+                self.model.discriminator.mask_predictions.classifier.bias.fill_(float("nan"))
+        return original(self, model, step, batch, interval)
+
+    monkeypatch.setattr(Pretrainer, "_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        train(tokens, tokenizer, tmp_path / "stop")
+    assert train(tokens, tokenizer, tmp_path / "skip", on_nonfinite="skip") == 0
+    assert [r["skipped_steps"] for r in records(tmp_path / "skip") if "loss" in r] == [0, 1, 2, 3]
+
+
+def test_export_loads_in_transformers_with_our_outputs(tokens, tokenizer, tmp_path):
+    train(tokens, tokenizer, tmp_path / "run", max_steps=2)
+    checkpoint = latest_checkpoint(tmp_path / "run/checkpoints")
+    folders = export_checkpoint(checkpoint, tmp_path / "hf")
+    rtd = load_model(checkpoint).eval()
+    ids = torch.randint(4, 400, (2, 20))
+    ids[:, 0], ids[:, -1] = 1, 2
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        discriminator = transformers.AutoModel.from_pretrained(folders["discriminator"]).eval()
+        got = discriminator(ids, attention_mask=mask).last_hidden_state
+        expected = rtd.discriminator.deberta(ids, mask).last_hidden_state
+        assert (got - expected).abs().max() <= 1e-5
+        generator = transformers.AutoModelForMaskedLM.from_pretrained(folders["generator"]).eval()
+        mine = ours.from_pretrained(str(folders["generator"]), head="mlm").eval()
+        assert (generator(ids, attention_mask=mask).logits - mine(ids, mask).logits).abs().max() <= 1e-5
+    assert (folders["discriminator"] / "spm.model").is_file() and (folders["generator"] / "spm.model").is_file()
+    embeddings = rtd.discriminator_embeddings()["deberta.embeddings.word_embeddings.weight"]
+    assert torch.equal(discriminator.embeddings.word_embeddings.weight, embeddings)
+
+
+@pytest.mark.parametrize("sharing, tables", [("gdes", ["E_G", "E_D", "E_delta"]), ("es", ["E_G"]),
+                                             ("nes", ["E_G", "E_D"])])
+def test_table_1_statistics_per_sharing_mode(tokens, tokenizer, tmp_path, sharing, tables):
+    train(tokens, tokenizer, tmp_path, max_steps=2, sharing=sharing)
+    table = embedding_statistics(latest_checkpoint(tmp_path / "checkpoints"), pairs=2000, tokens_dir=tokens)
+    assert list(table.table) == tables
+    assert table.avg_cosine.between(-1, 1).all() and (table.pairs > 0).all()
+
+
+def test_two_processes_under_torchrun_match_one(tokens, tokenizer, corpus_dir, tmp_path):
+    """gloo on CPU, same global batch (4 = 2 processes x 1 micro-batch of 2, against 2 micro-batches
+    in one process): the same sequences and masks, gradients averaged in another order."""
+    common = ["pretrain", "run", "--corpus", str(corpus_dir), "--tokenizer", str(tokenizer), "--size", "tiny",
+              "--batch-size", "4", "--micro-batch-size", "2", "--max-seq-length", "32", "--max-steps", "3",
+              "--warmup-steps", "2", "--learning-rate", "1e-3", "--eval-every", "0", "--validation-fraction", "0.2",
+              "--tokenize-workers", "1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for out in ("one", "two"):
+        (tmp_path / out).mkdir()
+        os.symlink(tokens, tmp_path / out / "tokens")  # reused: same corpus and tokenizer
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mdeberta"]
+    done = subprocess.run(launch + common + ["--out", str(tmp_path / "two")], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    one, two = weights(tmp_path / "one/checkpoints/step-3"), weights(tmp_path / "two/checkpoints/step-3")
+    assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-5
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    status = main(["pretrain", "run", "--corpus", str(tmp_path / "missing"), "--tokenizer", str(tmp_path),
+                   "--out", str(tmp_path / "out"), "--size", "tiny"])
+    assert status == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["pretrain", "export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "hf")]) == 2
+    assert "not a pretraining checkpoint" in capsys.readouterr().err
