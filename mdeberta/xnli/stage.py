@@ -33,8 +33,10 @@ class ModelLoadError(UserError):
     pass
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _log(message: str, runtime: Runtime | None = None) -> None:
+    """Progress messages, from process 0 only under torchrun."""
+    if runtime is None or runtime.is_main:
+        print(message, file=sys.stderr, flush=True)
 
 
 def load_classifier(name: str, attention: str = "auto"):
@@ -83,7 +85,7 @@ class XnliRun:
         runtime = start_runtime(self.settings.precision)
         if not force and is_complete(self.out, inputs, settings):
             _log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
-                 "(--force redoes it)")
+                 "(--force redoes it)", runtime)
             return 0
         if runtime.is_main:
             if force:
@@ -93,11 +95,11 @@ class XnliRun:
         runtime.barrier()
 
         tokenizer = load_tokenizer(self.model)
-        train, evaluation = self._read(tokenizer)
+        train, evaluation = self._read(tokenizer, runtime)
         selection_sets = {lang: evaluation["dev", lang] for lang in self.settings.train_languages}
         for seed in self.settings.seeds:
             if self._seed_done(seed):
-                _log(f"xnli: seed {seed} already finished; kept")
+                _log(f"xnli: seed {seed} already finished; kept", runtime)
                 continue
             self._run_seed(seed, tokenizer, train, selection_sets, evaluation, runtime)
         if runtime.is_main:
@@ -114,7 +116,7 @@ class XnliRun:
             shutil.rmtree(seed_dir)
         shutil.rmtree(self.out / PREDICTIONS / self.settings.setting, ignore_errors=True)
 
-    def _read(self, tokenizer) -> tuple[Encoded, dict[tuple[str, str], Encoded]]:
+    def _read(self, tokenizer, runtime: Runtime) -> tuple[Encoded, dict[tuple[str, str], Encoded]]:
         """Training pairs (English, or the union of every language's) and every dev/test set."""
         reader = open_source(self.data)
         s = self.settings
@@ -122,7 +124,7 @@ class XnliRun:
                   for split in EVALUATED for lang in s.languages}
         train_tables = [read_split(reader, "train", lang, s.max_train_examples) for lang in s.train_languages]
         _log(f"xnli: {sum(map(len, train_tables)):,} training pairs ({', '.join(s.train_languages)}), "
-             f"{sum(map(len, tables.values())):,} dev/test pairs; tokenizing")
+             f"{sum(map(len, tables.values())):,} dev/test pairs; tokenizing", runtime)
         train = concat([encode(tokenizer, table, s.max_length) for table in train_tables])
         evaluation = {key: encode(tokenizer, table, s.max_length) for key, table in tables.items()}
         return train, evaluation

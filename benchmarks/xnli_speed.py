@@ -1,0 +1,224 @@
+"""XNLI fine-tuning and evaluation speed: `mdeberta xnli`'s loop against transformers' Trainer.
+
+Both sides start from the same saved checkpoint (a randomly initialised deberta-v2 classifier of
+``--size`` with a ``--vocab``-piece embedding, saved with save_pretrained), loaded the same way
+(``from_pretrained`` of that folder: ours through ``mdeberta.model``, theirs through
+transformers' ``DebertaV2ForSequenceClassification``), and see the same pairs.
+
+Pairs are synthetic XNLI-like token ids: [CLS] premise [SEP] hypothesis [SEP] with log-normal
+lengths (premise median 27 tokens, hypothesis median 12, as mDeBERTa's tokenizer cuts MNLI
+English; ~5% of pairs above 90 tokens), capped at 256.
+
+- ours, fine-tuning: ``mdeberta.xnli.train.fine_tune`` for one epoch over ``--train`` pairs
+  (length-grouped batches, dynamic padding, AdamW + linear schedule, clipping); its one
+  evaluation (on a single dev pair) and its checkpoint writes at the end are included.
+- transformers, fine-tuning: ``Trainer.train`` with the same batch size, optimizer settings,
+  schedule and clipping, no saving or logging; its default random batches with dynamic padding,
+  and again with ``train_sampling_strategy="group_by_length"`` (its length-grouped sampler).
+- evaluation: ``mdeberta.xnli.train.predict`` against ``Trainer.predict`` over ``--eval`` pairs,
+  same batch size.
+
+Each contender runs once to warm up, then ``--rounds`` rounds run every contender in turn
+(interleaved); medians of examples/s are reported with their ratios.
+
+Usage: python benchmarks/xnli_speed.py [--size xsmall --vocab 8192 --train 256 --eval 1024 --rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LABELS = 3
+
+
+def synthetic_pairs(count: int, vocab: int, seed: int):
+    from mdeberta.xnli.batching import Encoded
+
+    rng = random.Random(seed)
+    ids, labels = [], []
+    for _ in range(count):
+        premise = min(200, max(3, round(rng.lognormvariate(3.3, 0.55))))
+        hypothesis = min(60, max(2, round(rng.lognormvariate(2.5, 0.45))))
+        body = [rng.randrange(4, vocab) for _ in range(premise + hypothesis)]
+        ids.append(([1] + body[:premise] + [2] + body[premise:] + [2])[:256])
+        labels.append(rng.randrange(LABELS))
+    return Encoded(ids, labels)
+
+
+def checkpoint(size: str, vocab: int, folder: Path) -> Path:
+    from mdeberta import model
+
+    torch.manual_seed(0)
+    model.build(size, head="classification", vocab_size=vocab, num_labels=LABELS).save_pretrained(folder)
+    return folder
+
+
+def load(side: str, folder: Path):
+    if side == "ours":
+        from mdeberta.xnli.stage import load_classifier
+
+        return load_classifier(str(folder))
+    import transformers
+
+    return transformers.DebertaV2ForSequenceClassification.from_pretrained(folder)
+
+
+class _NoTokenizer:
+    """What fine_tune needs of a tokenizer: the pad id and a save_pretrained for ``best/``."""
+    pad_token_id = 0
+
+    def save_pretrained(self, folder):
+        pass
+
+
+def settings_for(batch: int):
+    from mdeberta.xnli.settings import XnliSettings
+
+    return XnliSettings(batch_size=batch, epochs=1, warmup=0.1, eval_every=10**9, eval_batch_size=batch)
+
+
+def ours_train(folder: Path, data, batch: int) -> float:
+    from mdeberta.xnli.batching import Encoded
+    from mdeberta.xnli.runtime import start_runtime
+    from mdeberta.xnli.train import fine_tune
+
+    model = load("ours", folder)
+    dev = {"en": Encoded(data.ids[:1], data.labels[:1])}
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        fine_tune(model, _NoTokenizer(), data, dev, settings_for(batch), seed=1, workdir=Path(work),
+                  runtime=start_runtime("fp32"), identity={}, progress=False)
+        return len(data) / (time.perf_counter() - started)
+
+
+def _hf_features(data):
+    return [{"input_ids": ids, "labels": label} for ids, label in zip(data.ids, data.labels)]
+
+
+def _hf_collate(features):
+    from mdeberta.xnli.batching import Encoded, collate
+
+    data = Encoded([f["input_ids"] for f in features], [f["labels"] for f in features])
+    return collate(data, list(range(len(features))), pad_id=0, device="cpu")
+
+
+def hf_trainer(folder: Path, batch: int, group_by_length: bool, output_dir: str):
+    import transformers
+
+    args = transformers.TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
+        num_train_epochs=1, learning_rate=2e-5, warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0,
+        lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", logging_strategy="no",
+        report_to=[], use_cpu=True, disable_tqdm=True, seed=1,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        dataloader_num_workers=0)
+    return transformers.Trainer(model=load("transformers", folder), args=args, data_collator=_hf_collate)
+
+
+def hf_train(folder: Path, data, batch: int, group_by_length: bool) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        trainer = hf_trainer(folder, batch, group_by_length, out)
+        trainer.train_dataset = _hf_features(data)
+        started = time.perf_counter()
+        trainer.train()
+        return len(data) / (time.perf_counter() - started)
+
+
+def ours_eval(folder: Path, data, batch: int) -> float:
+    from mdeberta.xnli.runtime import start_runtime
+    from mdeberta.xnli.train import predict
+
+    model = load("ours", folder)
+    started = time.perf_counter()
+    predict(model, data, batch, start_runtime("fp32"), pad_id=0)
+    return len(data) / (time.perf_counter() - started)
+
+
+def hf_eval(folder: Path, data, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        trainer = hf_trainer(folder, batch, False, out)
+        started = time.perf_counter()
+        trainer.predict(_hf_features(data))
+        return len(data) / (time.perf_counter() - started)
+
+
+def machine() -> dict:
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="xsmall")
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--eval-batch", type=int, default=64)
+    parser.add_argument("--train", type=int, default=256, help="training pairs per run (one epoch)")
+    parser.add_argument("--eval", type=int, default=1024, help="evaluation pairs per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    train = synthetic_pairs(args.train, args.vocab, seed=1)
+    evaluation = synthetic_pairs(args.eval, args.vocab, seed=2)
+    contenders = {
+        ("fine-tuning", "ours"): lambda f: ours_train(f, train, args.batch),
+        ("fine-tuning", "transformers Trainer"): lambda f: hf_train(f, train, args.batch, False),
+        ("fine-tuning", "transformers Trainer, group_by_length"): lambda f: hf_train(f, train, args.batch, True),
+        ("evaluation", "ours"): lambda f: ours_eval(f, evaluation, args.eval_batch),
+        ("evaluation", "transformers Trainer"): lambda f: hf_eval(f, evaluation, args.eval_batch),
+    }
+    lengths = sorted(len(ids) for ids in train.ids)
+    print(f"pairs: median {lengths[len(lengths) // 2]} tokens, p95 {lengths[int(0.95 * len(lengths))]}, "
+          f"max {lengths[-1]}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = checkpoint(args.size, args.vocab, Path(tmp) / "model")
+        for name, run in contenders.items():  # warm-up
+            print(f"warm-up {name}: {run(folder):.1f} pairs/s", file=sys.stderr)
+        samples: dict = {name: [] for name in contenders}
+        for round_ in range(args.rounds):
+            for name, run in contenders.items():
+                samples[name].append(run(folder))
+                print(f"round {round_ + 1} {name}: {samples[name][-1]:.1f} pairs/s", file=sys.stderr)
+
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    rows = []
+    for (task, side), value in medians.items():
+        rows.append({"task": task, "contender": side, "pairs/s (median)": round(value, 2),
+                     "rounds": ", ".join(f"{v:.1f}" for v in samples[task, side]),
+                     "ours vs this": round(medians[task, "ours"] / value, 2)})
+    result = {"machine": machine(), "setup": vars(args) | {"train_tokens_median": lengths[len(lengths) // 2]},
+              "rows": rows}
+    import pandas as pd
+
+    print(json.dumps(result["machine"]))
+    print(pd.DataFrame(rows).to_markdown(index=False))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
