@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
 
 import torch
+from _timing import interleaved_medians, json_from_child, machine, peak_step_bytes
 
 CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "bert-sdpa")
 
@@ -61,30 +57,10 @@ def batch(length: int, tokens: int, vocab_size: int, device: str):
     return ids, torch.ones_like(ids)
 
 
-def step(net, ids, mask, device: str) -> float:
-    start = time.perf_counter()
+def step(net, ids, mask) -> None:
     net.zero_grad(set_to_none=True)
     hidden = net(input_ids=ids, attention_mask=mask).last_hidden_state
     hidden.float().pow(2).mean().backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak_rss() -> None:
-    """Linux: restart the process's high-water mark, so imports and model building do not count."""
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-
-
-def peak_rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def measure_memory(args) -> None:
@@ -92,17 +68,7 @@ def measure_memory(args) -> None:
     dtype = getattr(torch, args.dtype_name)
     net = build(args.contender, args.size, args.vocab_size, args.device, dtype)
     ids, mask = batch(args.length, args.tokens, args.vocab_size, args.device)
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step(net, ids, mask, args.device)
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        before = rss_bytes()
-        reset_peak_rss()
-        step(net, ids, mask, args.device)
-        peak = peak_rss_bytes() - before
+    peak, _ = peak_step_bytes(lambda: step(net, ids, mask), args.device)
     print(json.dumps({"peak_step_bytes": peak}))
 
 
@@ -110,33 +76,15 @@ def memory_in_child(contender, size, length, args) -> int:
     command = [sys.executable, __file__, "--child-memory", contender, "--sizes", size, "--lengths", str(length),
                "--tokens", str(args.tokens), "--vocab-size", str(args.vocab_size), "--device", args.device,
                "--dtype", args.dtype]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_step_bytes"]
+    return json_from_child(command)["peak_step_bytes"]
 
 
 def time_contenders(contenders, size, length, args):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     nets = {name: build(name, size, args.vocab_size, args.device, dtype) for name in contenders}
     ids, mask = batch(length, args.tokens, args.vocab_size, args.device)
-    for net in nets.values():
-        step(net, ids, mask, args.device)
-    times = {name: [] for name in contenders}
-    for _ in range(args.rounds):
-        for name, net in nets.items():
-            times[name].append(step(net, ids, mask, args.device))
-    return {name: statistics.median(values) for name, values in times.items()}, ids.numel()
-
-
-def machine(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    steps = {name: (lambda net=net: step(net, ids, mask)) for name, net in nets.items()}
+    return interleaved_medians(steps, args.rounds, args.device), ids.numel()
 
 
 def main() -> None:
