@@ -18,10 +18,10 @@ English; ~5% of pairs above 90 tokens), capped at 256.
 - evaluation: ``mdeberta.xnli.train.predict`` against ``Trainer.predict`` over ``--eval`` pairs,
   same batch size.
 
-Each contender runs once to warm up, then ``--rounds`` rounds run every contender in turn
+Each contender runs once on one batch's worth of pairs to warm up, then ``--rounds`` rounds run every contender in turn
 (interleaved); medians of examples/s are reported with their ratios.
 
-Usage: python benchmarks/xnli_speed.py [--size xsmall --vocab 8192 --train 256 --eval 1024 --rounds 3]
+Usage: python benchmarks/xnli_speed.py [--size xsmall --vocab 8192 --train 128 --eval 256 --rounds 3 --threads 1]
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ def synthetic_pairs(count: int, vocab: int, seed: int):
         ids.append(([1] + body[:premise] + [2] + body[premise:] + [2])[:256])
         labels.append(rng.randrange(LABELS))
     return Encoded(ids, labels)
+
+
+def subset(data, count: int | None):
+    from mdeberta.xnli.batching import Encoded
+
+    return data if count is None else Encoded(data.ids[:count], data.labels[:count])
 
 
 def checkpoint(size: str, vocab: int, folder: Path) -> Path:
@@ -171,11 +177,15 @@ def main() -> int:
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--eval-batch", type=int, default=64)
-    parser.add_argument("--train", type=int, default=256, help="training pairs per run (one epoch)")
-    parser.add_argument("--eval", type=int, default=1024, help="evaluation pairs per run")
+    parser.add_argument("--train", type=int, default=128, help="training pairs per run (one epoch)")
+    parser.add_argument("--eval", type=int, default=256, help="evaluation pairs per run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 on a machine "
+                        "whose cores other jobs share, where two threads mostly wait on each other")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import transformers
 
@@ -184,24 +194,25 @@ def main() -> int:
     train = synthetic_pairs(args.train, args.vocab, seed=1)
     evaluation = synthetic_pairs(args.eval, args.vocab, seed=2)
     contenders = {
-        ("fine-tuning", "ours"): lambda f: ours_train(f, train, args.batch),
-        ("fine-tuning", "transformers Trainer"): lambda f: hf_train(f, train, args.batch, False),
-        ("fine-tuning", "transformers Trainer, group_by_length"): lambda f: hf_train(f, train, args.batch, True),
-        ("evaluation", "ours"): lambda f: ours_eval(f, evaluation, args.eval_batch),
-        ("evaluation", "transformers Trainer"): lambda f: hf_eval(f, evaluation, args.eval_batch),
+        ("fine-tuning", "ours"): lambda f, n: ours_train(f, subset(train, n), args.batch),
+        ("fine-tuning", "transformers Trainer"): lambda f, n: hf_train(f, subset(train, n), args.batch, False),
+        ("fine-tuning", "transformers Trainer, group_by_length"):
+            lambda f, n: hf_train(f, subset(train, n), args.batch, True),
+        ("evaluation", "ours"): lambda f, n: ours_eval(f, subset(evaluation, n), args.eval_batch),
+        ("evaluation", "transformers Trainer"): lambda f, n: hf_eval(f, subset(evaluation, n), args.eval_batch),
     }
     lengths = sorted(len(ids) for ids in train.ids)
     print(f"pairs: median {lengths[len(lengths) // 2]} tokens, p95 {lengths[int(0.95 * len(lengths))]}, "
           f"max {lengths[-1]}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         folder = checkpoint(args.size, args.vocab, Path(tmp) / "model")
-        for name, run in contenders.items():  # warm-up
-            print(f"warm-up {name}: {run(folder):.1f} pairs/s", file=sys.stderr)
+        for name, run in contenders.items():  # warm-up: one batch's worth
+            print(f"warm-up {name}: {run(folder, args.batch):.1f} pairs/s", file=sys.stderr)
         samples: dict = {name: [] for name in contenders}
         for round_ in range(args.rounds):
             for name, run in contenders.items():
-                samples[name].append(run(folder))
-                print(f"round {round_ + 1} {name}: {samples[name][-1]:.1f} pairs/s", file=sys.stderr)
+                samples[name].append(run(folder, None))
+                print(f"round {round_ + 1} {name}: {samples[name][-1]:.2f} pairs/s", file=sys.stderr)
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     rows = []

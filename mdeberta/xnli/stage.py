@@ -1,14 +1,15 @@
 """`mdeberta xnli run`: read XNLI, fine-tune per seed, predict every dev/test set, write the report.
 
-Layout of ``--out``:
-  seed-<s>/best/                    the selected checkpoint (transformers folder + tokenizer)
-  seed-<s>/state.pt                 resume state, removed when the seed is done
+Layout of ``--out`` (both settings may share one folder; the report then shows both):
+  <setting>/seed-<s>/best/          the selected checkpoint (transformers folder + tokenizer)
+  <setting>/seed-<s>/state.pt       resume state, removed when the seed is done
   predictions/<setting>/seed-<s>/   run.json + {dev,test}/<lang>.csv (what the report is built from)
   results.csv|json|md, xnli.png, manifest.json
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -24,7 +25,7 @@ from .data import LABELS, open_source, read_split
 from .report import PREDICTIONS, run_info_path, write_predictions, write_report
 from .runtime import Runtime, start_runtime
 from .settings import XnliSettings
-from .train import BEST, STATE, accuracy, fine_tune, predict
+from .train import BEST, STATE, ResumeMismatchError, accuracy, fine_tune, predict
 
 EVALUATED = ("dev", "test")
 
@@ -72,8 +73,21 @@ class XnliRun:
         trained_with = {k: v for k, v in output_settings(settings).items() if k != "seeds"}
         self.identity = {"model": model, "data": data, "settings": trained_with}
 
+    def _workdir(self, seed: int) -> Path:
+        return self.out / self.settings.setting / f"seed-{seed}"
+
     def _seed_done(self, seed: int) -> bool:
-        return run_info_path(self.out, self.settings.setting, seed).is_file()
+        """A finished seed is kept only if it was trained as this run would train it."""
+        path = run_info_path(self.out, self.settings.setting, seed)
+        if not path.is_file():
+            return False
+        info = json.loads(path.read_text(encoding="utf-8"))
+        done = {"model": info["model"], "data": info["data"],
+                "settings": {k: v for k, v in info["settings"].items() if k != "seeds"}}
+        if done != json.loads(json.dumps(self.identity)):
+            raise ResumeMismatchError(f"{path}: seed {seed} was finished with another model, data or settings; "
+                                      "use another --out, or --force to redo it")
+        return True
 
     def run(self, force: bool = False) -> int:
         from transformers.utils import logging as transformers_logging
@@ -112,8 +126,7 @@ class XnliRun:
         return 0
 
     def _clear(self) -> None:
-        for seed_dir in self.out.glob("seed-*"):
-            shutil.rmtree(seed_dir)
+        shutil.rmtree(self.out / self.settings.setting, ignore_errors=True)
         shutil.rmtree(self.out / PREDICTIONS / self.settings.setting, ignore_errors=True)
 
     def _read(self, tokenizer, runtime: Runtime) -> tuple[Encoded, dict[tuple[str, str], Encoded]]:
@@ -132,7 +145,7 @@ class XnliRun:
     def _run_seed(self, seed: int, tokenizer, train: Encoded, selection_sets: dict, evaluation: dict,
                   runtime: Runtime) -> None:
         started = time.time()
-        workdir = self.out / f"seed-{seed}"
+        workdir = self._workdir(seed)
         workdir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)  # the new classification head's initial weights
         classifier = load_classifier(self.model, self.settings.attention)

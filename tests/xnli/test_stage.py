@@ -46,7 +46,7 @@ def test_zero_shot_outputs(zero_shot):
     for split, size in (("dev", 6), ("test", 9)):
         for lang in XNLI_LANGUAGES:
             assert len(pd.read_csv(zero_shot / "predictions" / "zero-shot" / "seed-1" / split / f"{lang}.csv")) == size
-    assert not (zero_shot / "seed-1" / "state.pt").exists()
+    assert not (zero_shot / "zero-shot" / "seed-1" / "state.pt").exists()
     results = pd.read_csv(zero_shot / "results.csv")
     assert list(results.columns) == ["row", "model", "setting", "seed", *XNLI_LANGUAGES, "avg"]
     assert set(results.row) == {"run", "mean", "std", "published", "delta"}
@@ -79,7 +79,7 @@ def test_checkpoint_loads_in_transformers(zero_shot, tiny_model):
 
     from mdeberta.xnli.stage import load_classifier, load_tokenizer
 
-    best = zero_shot / "seed-1" / "best"
+    best = zero_shot / "zero-shot" / "seed-1" / "best"
     theirs = transformers.DebertaV2ForSequenceClassification.from_pretrained(best).eval()
     ours = load_classifier(str(best)).eval()
     assert theirs.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
@@ -103,7 +103,7 @@ def test_killed_run_resumes_to_the_same_result(zero_shot, tiny_model, releases, 
     monkeypatch.setattr(train_module, "_save_atomic", killed_after_saving)
     with pytest.raises(KeyboardInterrupt):
         XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run()
-    assert torch.load(tmp_path / "seed-1" / "state.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "zero-shot" / "seed-1" / "state.pt", weights_only=False)["step"] == 2
     monkeypatch.setattr(train_module, "_save_atomic", save)
     assert XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run() == 0
 
@@ -121,6 +121,9 @@ def test_finished_run_is_not_redone(zero_shot, tiny_model, releases, capsys):
     assert run_cli("--model", tiny_model, "--data", releases, "--out", zero_shot, "--max-train-examples", 20) == 0
     assert "up to date" in capsys.readouterr().err
     assert (zero_shot / "manifest.json").stat().st_mtime == before
+    # other settings into the same folder: the finished seed is not passed off as theirs
+    assert run_cli("--model", tiny_model, "--data", releases, "--out", zero_shot, "--max-train-examples", 12) == 2
+    assert "seed 1 was finished with another model, data or settings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
