@@ -52,13 +52,11 @@ def synthetic_pairs(count: int, vocab: int, seed: int):
         body = [rng.randrange(4, vocab) for _ in range(premise + hypothesis)]
         ids.append(([1] + body[:premise] + [2] + body[premise:] + [2])[:256])
         labels.append(rng.randrange(LABELS))
-    return Encoded(ids, labels)
+    return Encoded.from_lists(ids, labels)
 
 
 def subset(data, count: int | None):
-    from mdeberta.xnli.batching import Encoded
-
-    return data if count is None else Encoded(data.ids[:count], data.labels[:count])
+    return data if count is None else data.head(count)
 
 
 def checkpoint(size: str, vocab: int, folder: Path) -> Path:
@@ -94,12 +92,11 @@ def settings_for(batch: int):
 
 
 def ours_train(folder: Path, data, batch: int) -> float:
-    from mdeberta.xnli.batching import Encoded
     from mdeberta.xnli.runtime import start_runtime
     from mdeberta.xnli.train import fine_tune
 
     model = load("ours", folder)
-    dev = {"en": Encoded(data.ids[:1], data.labels[:1])}
+    dev = {"en": data.head(1)}
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
         fine_tune(model, _NoTokenizer(), data, dev, settings_for(batch), seed=1, workdir=Path(work),
@@ -108,13 +105,13 @@ def ours_train(folder: Path, data, batch: int) -> float:
 
 
 def _hf_features(data):
-    return [{"input_ids": ids, "labels": label} for ids, label in zip(data.ids, data.labels)]
+    return [{"input_ids": data.row(i).tolist(), "labels": int(data.labels[i])} for i in range(len(data))]
 
 
 def _hf_collate(features):
     from mdeberta.xnli.batching import Encoded, collate
 
-    data = Encoded([f["input_ids"] for f in features], [f["labels"] for f in features])
+    data = Encoded.from_lists([f["input_ids"] for f in features], [f["labels"] for f in features])
     return collate(data, list(range(len(features))), pad_id=0, device="cpu")
 
 
@@ -201,7 +198,7 @@ def main() -> int:
         ("evaluation", "ours"): lambda f, n: ours_eval(f, subset(evaluation, n), args.eval_batch),
         ("evaluation", "transformers Trainer"): lambda f, n: hf_eval(f, subset(evaluation, n), args.eval_batch),
     }
-    lengths = sorted(len(ids) for ids in train.ids)
+    lengths = sorted(train.lengths())
     print(f"pairs: median {lengths[len(lengths) // 2]} tokens, p95 {lengths[int(0.95 * len(lengths))]}, "
           f"max {lengths[-1]}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 MEGA_BATCH = 50
@@ -19,27 +20,52 @@ MEGA_BATCH = 50
 
 @dataclass
 class Encoded:
-    """Token ids of one set of pairs ([CLS] premise [SEP] hypothesis [SEP]) and their labels."""
-    ids: list[list[int]]
-    labels: list[int]
+    """Token ids of a set of pairs ([CLS] premise [SEP] hypothesis [SEP]) and their labels.
+
+    The ids sit in one flat int32 array with row offsets: translate-train-all holds 5.9 million
+    pairs, which as Python lists of ints would take over 10 GB."""
+    tokens: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def from_lists(cls, ids: list[list[int]], labels) -> "Encoded":
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum([len(row) for row in ids], out=offsets[1:])
+        tokens = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=int(offsets[-1]))
+        return cls(tokens, offsets, np.asarray(labels, dtype=np.int64))
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.labels)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]]
 
     def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.ids]
+        return np.diff(self.offsets).tolist()
+
+    def head(self, count: int) -> "Encoded":
+        return Encoded(self.tokens[:self.offsets[count]], self.offsets[:count + 1], self.labels[:count])
 
 
-def encode(tokenizer, table, max_length: int) -> Encoded:
-    """Cuts the longer of the two texts first (``longest_first``), as GLUE fine-tuning does."""
-    ids = tokenizer(list(table.premise), list(table.hypothesis), truncation="longest_first",
-                    max_length=max_length, return_attention_mask=False,
-                    return_token_type_ids=False)["input_ids"]
-    return Encoded(ids, list(table.label))
+def encode(tokenizer, table, max_length: int, chunk: int = 10_000) -> Encoded:
+    """Cuts the longer of the two texts first (``longest_first``), as GLUE fine-tuning does;
+    tokenises ``chunk`` pairs at a time so the Python lists stay small."""
+    parts = []
+    for start in range(0, len(table), chunk):
+        rows = table.iloc[start:start + chunk]
+        ids = tokenizer(list(rows.premise), list(rows.hypothesis), truncation="longest_first",
+                        max_length=max_length, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
+        parts.append(Encoded.from_lists(ids, rows.label))
+    return concat(parts) if parts else Encoded.from_lists([], [])
 
 
 def concat(parts: list[Encoded]) -> Encoded:
-    return Encoded([ids for part in parts for ids in part.ids], [y for part in parts for y in part.labels])
+    shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p.offsets[1:] + shift for p, shift in zip(parts, shifts)])
+    return Encoded(np.concatenate([p.tokens for p in parts]), offsets.astype(np.int64),
+                   np.concatenate([p.labels for p in parts]))
 
 
 def batches_per_epoch(examples: int, batch_size: int) -> int:
@@ -71,13 +97,13 @@ def shard(batch: list[int], rank: int, world: int) -> list[int]:
 
 
 def collate(data: Encoded, indices: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-    longest = max(len(data.ids[i]) for i in indices)
+    rows = [data.row(i) for i in indices]
+    longest = max(len(ids) for ids in rows)
     input_ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(indices), longest), dtype=torch.long)
-    for row, i in enumerate(indices):
-        ids = data.ids[i]
-        input_ids[row, :len(ids)] = torch.tensor(ids)
+    for row, ids in enumerate(rows):
+        input_ids[row, :len(ids)] = torch.from_numpy(ids)
         attention_mask[row, :len(ids)] = 1
-    labels = torch.tensor([data.labels[i] for i in indices])
+    labels = torch.from_numpy(data.labels[indices])
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
             "labels": labels.to(device)}

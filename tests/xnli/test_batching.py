@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from mdeberta.xnli.batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
+from mdeberta.xnli.batching import Encoded, collate, concat, length_grouped_batches, shard, sorted_batches
 
 
 def lengths(n=1000, seed=0):
@@ -46,8 +46,17 @@ def test_sorted_batches_for_evaluation():
 
 
 def test_collate_pads_to_the_longest_row():
-    data = Encoded([[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]], [0, 2, 1])
+    data = Encoded.from_lists([[1, 5, 2], [1, 6, 7, 8, 2], [1, 2]], [0, 2, 1])
     batch = collate(data, [0, 1], pad_id=0, device="cpu")
     assert batch["input_ids"].tolist() == [[1, 5, 2, 0, 0], [1, 6, 7, 8, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert torch.equal(batch["labels"], torch.tensor([0, 2]))
+
+
+def test_flat_storage_round_trip():
+    first = Encoded.from_lists([[1, 5, 2], [1, 2]], [0, 1])
+    second = Encoded.from_lists([[1, 7, 7, 7, 2]], [2])
+    both = concat([first, second])
+    assert [both.row(i).tolist() for i in range(3)] == [[1, 5, 2], [1, 2], [1, 7, 7, 7, 2]]
+    assert both.lengths() == [3, 2, 5] and both.labels.tolist() == [0, 1, 2]
+    assert [both.head(2).row(i).tolist() for i in range(2)] == [[1, 5, 2], [1, 2]] and len(both.head(2)) == 2
