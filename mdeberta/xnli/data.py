@@ -91,38 +91,40 @@ class DatasetsReader:
         self.local = local
 
     def read(self, split: str, lang: str) -> pd.DataFrame:
-        dataset = self._language(lang)
         name = self.SPLIT_NAMES[split]
-        if name not in dataset:
-            raise XnliDataError(f"{self._where(lang)} has no split '{name}' (has {', '.join(dataset)})")
-        part = dataset[name]
+        part = self._saved_split(lang, name) if self.local else self._hub_split(lang, name)
         feature = part.features.get("label")
         labels = part["label"]
         if hasattr(feature, "names"):  # a ClassLabel: ids -> its own names -> our ids
             labels = [feature.names[i] for i in labels]
-        return _table(part["premise"], part["hypothesis"], labels, f"{self._where(lang)} [{name}]")
+        where = str(Path(self.source) / lang) if self.local else f"{self.source} (config '{lang}')"
+        return _table(part["premise"], part["hypothesis"], labels, f"{where} [{name}]")
 
-    def _where(self, lang: str) -> str:
-        return str(Path(self.source) / lang) if self.local else f"{self.source} (config '{lang}')"
-
-    @lru_cache(maxsize=None)
-    def _language(self, lang: str):
+    def _saved_split(self, lang: str, name: str):
         import datasets
 
-        if self.local:
-            folder = Path(self.source) / lang
-            if not folder.is_dir():
-                raise XnliDataError(f"expected {folder}, a folder saved with datasets' save_to_disk "
-                                    f"(load_dataset('facebook/xnli', '{lang}').save_to_disk(...))")
-            try:
-                return datasets.load_from_disk(str(folder))
-            except FileNotFoundError as err:
-                raise XnliDataError(f"{folder}: not a saved datasets folder ({err})") from None
+        folder = Path(self.source) / lang
+        if not folder.is_dir():
+            raise XnliDataError(f"expected {folder}, a folder saved with datasets' save_to_disk "
+                                f"(load_dataset('facebook/xnli', '{lang}').save_to_disk(...))")
         try:
-            return datasets.load_dataset(self.source, lang)
+            saved = datasets.load_from_disk(str(folder))
+        except FileNotFoundError as err:
+            raise XnliDataError(f"{folder}: not a saved datasets folder ({err})") from None
+        if name not in saved:
+            raise XnliDataError(f"{folder} has no split '{name}' (has {', '.join(saved)})")
+        return saved[name]
+
+    def _hub_split(self, lang: str, name: str):
+        """One split at a time: zero-shot needs no training files but English's."""
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.source, lang, split=name)
         except Exception as err:  # the hub raises many types (offline, not found, bad config)
-            raise XnliDataError(f"could not load {self.source} config '{lang}' with datasets: "
-                                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            raise XnliDataError(f"could not load {self.source} config '{lang}' split '{name}' with datasets: "
+                                f"{type(err).__name__}: {first_line}") from None
 
 
 def open_source(data: str):
