@@ -57,10 +57,22 @@ def _run_records(run_dir: Path) -> list[dict]:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         for path in sorted(info_path.parent.glob("*/*.csv")):
             table = pd.read_csv(path)
-            records.append({"model": info["model"], "setting": info["setting"], "seed": info["seed"],
+            records.append({"run_dir": str(run_dir), "model": info["model"], "setting": info["setting"],
+                            "seed": info["seed"],
                             "split": path.parent.name, "lang": path.stem,
                             "accuracy": 100 * (table.label == table.prediction).mean()})
     return records
+
+
+def _refuse_duplicates(records: pd.DataFrame) -> None:
+    """The same model, setting and seed in two run folders would be averaged into one row."""
+    runs = records.drop_duplicates(["run_dir", "model", "setting", "seed"])
+    twice = runs[runs.duplicated(["model", "setting", "seed"], keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        folders = twice[(twice.model == first.model) & (twice.setting == first.setting) & (twice.seed == first.seed)]
+        raise ReportError(f"{' and '.join(folders.run_dir)} both hold {first.setting} seed {first.seed} of "
+                          f"{first.model}; report them separately")
 
 
 def _wide(records: pd.DataFrame) -> pd.DataFrame:
@@ -106,6 +118,7 @@ def _deltas(means: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
 
 def build_tables(run_dirs: list[Path], published: pd.DataFrame) -> dict[str, pd.DataFrame]:
     records = pd.DataFrame([r for run_dir in run_dirs for r in _run_records(run_dir)])
+    _refuse_duplicates(records)
     tables = {}
     for split in ("test", "dev"):
         part = records[records.split == split]

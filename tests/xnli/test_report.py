@@ -73,6 +73,13 @@ def test_report_rows_and_merge(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
 
 
+def test_the_same_seed_in_two_folders_is_refused(tmp_path):
+    fake_run(tmp_path / "a", "zero-shot", 1, lambda lang: 4)
+    fake_run(tmp_path / "b", "zero-shot", 1, lambda lang: 0)
+    with pytest.raises(ReportError, match="both hold zero-shot seed 1 of ours"):
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+
+
 def test_report_of_a_folder_without_runs(tmp_path):
     with pytest.raises(ReportError, match="no predictions/<setting>/seed-<s>/run.json"):
         write_report([tmp_path], tmp_path / "out")
