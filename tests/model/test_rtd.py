@@ -145,6 +145,17 @@ def test_replaced_labels_follow_the_samples():
     assert out.masked >= out.replaced >= out.masked - 3
 
 
+def test_samples_follow_the_generator_softmax():
+    logits = torch.tensor([[2.0, 0.0, -1.0, float("-inf"), 1.0]]).repeat(40_000, 1)
+    draws = rtd_module.sample_replacements(logits, temperature=2.0, generator=torch.Generator().manual_seed(0))
+    observed = torch.bincount(draws, minlength=5).double()
+    expected = torch.softmax(logits[0] / 2.0, -1).double() * len(draws)
+    assert observed[3] == 0  # zero probability, never drawn
+    seen = expected > 0
+    chi_square = float(((observed[seen] - expected[seen]) ** 2 / expected[seen]).sum())
+    assert chi_square < 18.5  # 3 degrees of freedom, p = 0.0003
+
+
 def test_padded_vocabulary_is_never_sampled(monkeypatch):
     rtd = rtd_model(real_vocab_size=40)
     ids, mask = batch()
