@@ -76,3 +76,14 @@ def test_bad_label_in_training_file(releases, tmp_path):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(XnliDataError, match=r"multinli.train.fr.tsv, row 3: label 'maybe'"):
         read_split(open_source(str(copy)), "train", "fr")
+
+
+def test_bundled_demo_sample_reads_in_every_language():
+    from tests.conftest import ROOT
+
+    reader = open_source(str(ROOT / "eval" / "sample"))
+    for lang in XNLI_LANGUAGES:
+        for split, size in (("train", 9), ("dev", 3), ("test", 6)):
+            table = read_split(reader, split, lang)
+            assert len(table) == size and sorted(table.label.value_counts().tolist()) == [size // 3] * 3
+            assert table.premise.str.len().min() > 5 and table.hypothesis.str.len().min() > 3
