@@ -26,6 +26,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -160,6 +161,12 @@ _worker: dict = {}
 def _start_worker(model: str, progress_queue) -> None:
     _worker["spm"] = spm.SentencePieceProcessor(model_file=model)
     _worker["queue"] = progress_queue
+
+
+def _start_worker_process(model: str, progress_queue) -> None:
+    """Ctrl-C is the parent's to handle (it cancels the pool); finished shards stay finished."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _start_worker(model, progress_queue)
 
 
 @dataclass
@@ -369,7 +376,7 @@ def _run_in_processes(tasks: list[ShardTask], model: Path, workers: int, bar: "_
     context = get_context("spawn")  # never fork a parent that may hold torch's threads
     updates = context.Queue()
     failures = []
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_start_worker,
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_start_worker_process,
                              initargs=(str(model), updates)) as pool:
         pending: set[Future] = {pool.submit(tokenize_shard, task) for task in tasks}
         try:
