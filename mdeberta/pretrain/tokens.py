@@ -16,7 +16,7 @@ assembled from the shard outputs and ``tokens.json`` is written last: a folder w
 
 Which documents are held out depends only on a hash of the language and the document's id, never
 on worker count or order. A language with at least two documents always holds out at least one
-(its smallest hash) so every language can be validated.
+(its smallest hash) so every language can be validated; a fraction of 0 holds out nothing.
 """
 
 from __future__ import annotations
@@ -217,6 +217,10 @@ class _SplitWriter:
         self.lengths.append(lengths)
         return int(ends[-1])
 
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
     def finish(self) -> None:
         self.file.close()
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, OFFSET_DTYPE)
@@ -268,7 +272,7 @@ def tokenize_shard(task: ShardTask) -> dict:
                 progress.put((text_bytes, len(texts), batch_tokens))
     except (OSError, pa.ArrowException, ValueError) as err:  # pyarrow's errors for damaged files
         for writer in writers.values():
-            writer.file.close()
+            writer.discard()
         raise CorpusError(f"{task.source}: cannot read the shard ({err}); rerun the corpus stage") from None
     for writer in writers.values():
         writer.finish()
@@ -397,7 +401,7 @@ def _raise_first_bug_or_all_bad_shards(failures: list[BaseException]) -> None:
     if bugs:
         raise bugs[0]
     if failures:
-        raise CorpusError("; ".join(map(str, failures)) if len(failures) > 1 else str(failures[0]))
+        raise CorpusError("; ".join(sorted(map(str, failures))))
 
 
 def _drain(updates, bar: "_ProgressBar") -> None:
@@ -440,7 +444,7 @@ def _assemble_language(out: Path, lang: str, tasks: list[ShardTask], fingerprint
         for name in ("docs", "tokens", "valid_docs", "valid_tokens", "empty_docs", "text_bytes"):
             setattr(row, name, getattr(row, name) + summary[name])
     moved = None  # the task holding the document held out because no key fell below the fraction
-    if row.valid_docs == 0 and row.docs >= 2:
+    if row.valid_docs == 0 and row.docs >= 2 and tasks[0].fraction > 0:
         moved = min(range(len(tasks)), key=lambda i: summaries[i]["first_key"])
     train_parts, valid_parts = [], []
     for position, task in enumerate(tasks):

@@ -146,3 +146,9 @@ def test_streams_open_the_tokenized_corpus(corpus, tokenizer, tmp_path):
         TokenStreams.open(tmp_path / "valid")
     batch = PackedSequences(train, 32, 0.3, 0, inventory.cls_id, inventory.sep_id).next_batch(4)
     assert batch.shape == (4, 32) and int(batch.max()) < inventory.vocab_size
+
+
+def test_no_held_out_slice_opens_as_no_validation(corpus, tokenizer, tmp_path):
+    inventory = tokenize_corpus(corpus, tokenizer, tmp_path, validation_fraction=0.0, workers=1, progress=False)
+    assert all(row.valid_docs == 0 for row in inventory.languages.values())
+    assert TokenStreams.open(tmp_path, "valid").langs == []
