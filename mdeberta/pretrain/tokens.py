@@ -31,6 +31,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class TokenStreamsError(UserError):
 @dataclass
 class LanguageTokens:
     """What one language's streams hold; every document read is in exactly one of the counts."""
-    docs: int = 0
+    docs: int = 0  # the training split's; the held-out slice's are valid_docs
     tokens: int = 0  # [SEP]s included
     valid_docs: int = 0
     valid_tokens: int = 0
@@ -205,17 +206,15 @@ class _SplitWriter:
         self.file = open(self.tmp, "wb")
         self.lengths: list[np.ndarray] = []
 
-    def add(self, documents: list[list[int]], sep_id: int) -> int:
+    def add(self, documents: list[list[int]]) -> int:
+        """Documents already ending in [SEP] (SentencePiece's end-of-sentence id is [SEP])."""
         if not documents:
             return 0
-        lengths = np.fromiter((len(doc) + 1 for doc in documents), dtype=OFFSET_DTYPE, count=len(documents))
-        flat = np.full(int(lengths.sum()), sep_id, dtype=TOKEN_DTYPE)
-        ends = np.cumsum(lengths)
-        for doc, end in zip(documents, ends):
-            flat[end - 1 - len(doc):end - 1] = doc
-        self.file.write(flat.tobytes())
+        lengths = np.fromiter(map(len, documents), dtype=OFFSET_DTYPE, count=len(documents))
+        total = int(lengths.sum())
+        self.file.write(np.fromiter(chain.from_iterable(documents), dtype=TOKEN_DTYPE, count=total).tobytes())
         self.lengths.append(lengths)
-        return int(ends[-1])
+        return total
 
     def discard(self) -> None:
         self.file.close()
@@ -235,7 +234,6 @@ def tokenize_shard(task: ShardTask) -> dict:
     """Encode one shard a record batch at a time; returns (and writes) its summary."""
     sp: spm.SentencePieceProcessor = _worker["spm"]
     progress = _worker.get("queue")
-    sep_id = sp.eos_id()
     writers = {split: _SplitWriter(task, split) for split in ("train", VALID)}
     counts = {"docs": 0, "tokens": 0, "valid_docs": 0, "valid_tokens": 0, "empty_docs": 0, "text_bytes": 0}
     first = (2.0, -1)  # (held-out key, position among the shard's training documents) of the smallest key
@@ -249,10 +247,10 @@ def tokenize_shard(task: ShardTask) -> dict:
             text_bytes = int(pc.sum(pc.binary_length(batch.column(0).cast(pa.large_binary()))).as_py() or 0)
             texts = [text or "" for text in batch.column(0).to_pylist()]
             ids = batch.column(1).to_pylist() if len(columns) > 1 else texts  # no ids: the text names the document
-            encoded = sp.encode(texts, out_type=int, num_threads=1)
+            encoded = sp.encode(texts, out_type=int, add_eos=True, num_threads=1)
             split_docs: dict[str, list[list[int]]] = {"train": [], VALID: []}
             for doc_id, doc in zip(ids, encoded):
-                if not doc:
+                if len(doc) == 1:  # [SEP] alone
                     counts["empty_docs"] += 1
                     continue
                 key = held_out_key(task.lang, str(doc_id))
@@ -262,7 +260,7 @@ def tokenize_shard(task: ShardTask) -> dict:
                 split_docs[VALID if held_out else "train"].append(doc)
             batch_tokens = 0
             for split, docs in split_docs.items():
-                tokens = writers[split].add(docs, sep_id)
+                tokens = writers[split].add(docs)
                 prefix = "valid_" if split == VALID else ""
                 counts[prefix + "docs"] += len(docs)
                 counts[prefix + "tokens"] += tokens
