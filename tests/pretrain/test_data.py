@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdeberta.errors import UserError
 from mdeberta.pretrain.data import (PackedSequences, TokenStreams, language_probabilities, validation_batches)
@@ -105,6 +107,31 @@ def test_rank_slices_make_up_the_single_process_batch():
         assert all(part.shape == (4, 16) for part in slices)
         assert torch.equal(torch.cat(slices), whole)
     assert ranks[0].state_dict() == ranks[1].state_dict() == single.state_dict()
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=3), seq_len=st.integers(3, 40),
+       world_size=st.sampled_from([1, 2, 4]), per_rank=st.integers(1, 3), alpha=st.sampled_from([0.0, 0.3, 1.0]))
+def test_any_sequence_is_one_language_read_in_order(sizes, seq_len, world_size, per_rank, alpha):
+    """Whatever the stream sizes (shorter than a sequence included) and process count: full length,
+    [CLS] first, [SEP] last, the content a circular run of one stream starting where that language's
+    previous sequence ended, and the ranks' slices adding up to the one-process batch."""
+    sizes = dict(zip(BASE, sizes))
+    single = packed(sizes, seq_len, alpha)
+    ranks = [packed(sizes, seq_len, alpha) for _ in range(world_size)]
+    next_start = dict.fromkeys(sizes, 0)
+    for _ in range(3):
+        whole = single.next_batch(per_rank * world_size)
+        parts = [data.next_batch(per_rank * world_size, rank, world_size) for rank, data in enumerate(ranks)]
+        assert torch.equal(torch.cat(parts), whole)
+        assert whole.shape == (per_rank * world_size, seq_len)
+        assert torch.all(whole[:, 0] == CLS) and torch.all(whole[:, -1] == SEP)
+        for sequence in whole:
+            lang = language_of(sequence)
+            expected = [BASE[lang] + (next_start[lang] + i) % sizes[lang] for i in range(seq_len - 2)]
+            assert sequence[1:-1].tolist() == expected
+            next_start[lang] = (next_start[lang] + seq_len - 2) % sizes[lang]
+    assert single.cursors == next_start
 
 
 def test_bad_batch_split_and_foreign_positions_are_refused():
