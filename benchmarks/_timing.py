@@ -17,22 +17,31 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 
-def timed(step: Callable[[], object], device: str) -> float:
-    """Seconds one call of ``step`` takes, including the GPU work it queued."""
-    start = time.perf_counter()
+class StepTime(NamedTuple):
+    """Wall seconds, and CPU seconds of this process (all its threads): on a shared machine the
+    CPU time of a one-thread run measures the work done, whatever else runs beside it."""
+
+    wall: float
+    cpu: float
+
+
+def timed(step: Callable[[], object], device: str) -> StepTime:
+    """One call of ``step``, including the GPU work it queued."""
+    wall, cpu = time.perf_counter(), time.process_time()
     step()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return StepTime(time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def interleaved_medians(steps: dict[str, Callable[[], object]], rounds: int, device: str,
-                        warmup: int = 1) -> dict[str, float]:
-    """Median step time of each contender over ``rounds`` interleaved rounds."""
+                        warmup: int = 1) -> dict[str, StepTime]:
+    """Median wall and CPU time of each contender's step over ``rounds`` interleaved rounds."""
     for step in steps.values():
         for _ in range(warmup):
             timed(step, device)
@@ -40,7 +49,8 @@ def interleaved_medians(steps: dict[str, Callable[[], object]], rounds: int, dev
     for _ in range(rounds):
         for name, step in steps.items():
             times[name].append(timed(step, device))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: StepTime(*(statistics.median(column) for column in zip(*values)))
+            for name, values in times.items()}
 
 
 def _rss_bytes() -> int:

@@ -84,7 +84,8 @@ def time_contenders(contenders, size, length, args):
     nets = {name: build(name, size, args.vocab_size, args.device, dtype) for name in contenders}
     ids, mask = batch(length, args.tokens, args.vocab_size, args.device)
     steps = {name: (lambda net=net: step(net, ids, mask)) for name, net in nets.items()}
-    return interleaved_medians(steps, args.rounds, args.device), ids.numel()
+    medians = interleaved_medians(steps, args.rounds, args.device)
+    return {name: median.wall for name, median in medians.items()}, ids.numel()
 
 
 def main() -> None:

@@ -241,6 +241,8 @@ def memory_in_child(contender: str, args) -> dict:
     command = [sys.executable, __file__, "--child-memory", contender, "--size", args.size,
                "--length", str(args.length), "--batch", str(args.batch), "--vocab-size", str(args.vocab_size),
                "--device", args.device, "--dtype", args.dtype]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     return json_from_child(command)
 
 
@@ -255,11 +257,15 @@ def parse_args():
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="bf16 = autocast; default fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--vocab-size", type=int, default=32000,
                         help="32000 by default; 251000 is mdeberta-v3's, where the LM head dominates")
+    parser.add_argument("--threads", type=int, help="CPU threads (torch's default otherwise); 1 makes CPU time "
+                        "a measure of the work done on a machine shared with other jobs")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child-memory", metavar="CONTENDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return args
 
 
@@ -274,7 +280,7 @@ def main() -> None:
     setup = {"machine": machine(args.device), "torch": torch.__version__, "transformers": transformers.__version__,
              "size": args.size, "length": args.length, "batch": args.batch, "tokens_per_step": tokens,
              "vocab_size": args.vocab_size, "device": args.device, "dtype": args.dtype, "rounds": args.rounds,
-             "warmup": args.warmup}
+             "warmup": args.warmup, "threads": torch.get_num_threads()}
     print("; ".join(f"{key} {value}" for key, value in setup.items()), flush=True)
     setup["parity_max_abs_loss_difference"] = check_parity(args, ids, mask)
     print(f"parity: the transformers-built steps match ours-no-emd to {setup['parity_max_abs_loss_difference']:.1e}"
@@ -282,22 +288,25 @@ def main() -> None:
 
     trainers = {name: Trainer(name, args, (ids, mask)) for name in contenders}
     params = {name: sum(p.numel() for p in trainer.model.parameters()) for name, trainer in trainers.items()}
-    seconds = interleaved_medians({name: trainer.step for name, trainer in trainers.items()}, args.rounds,
+    medians = interleaved_medians({name: trainer.step for name, trainer in trainers.items()}, args.rounds,
                                   args.device, warmup=args.warmup)
     del trainers
     memory = {name: memory_in_child(name, args) for name in contenders}
     masked_tokens = int(choose_masked_positions(ids > 2, MASK_RATE).sum())
     flops = model_flops(args, masked_tokens)
-    baseline = "transformers" if "transformers" in seconds else None
+    baseline = medians.get("transformers")
     rows = []
     for name in contenders:
-        row = {"contender": name, "parameters": params[name], "step_s": seconds[name],
-               "tokens_per_s": tokens / seconds[name], "peak_step_mb": memory[name]["peak_step_bytes"] / 2**20,
+        wall, cpu = medians[name]
+        row = {"contender": name, "parameters": params[name], "step_s": wall, "step_cpu_s": cpu,
+               "tokens_per_s": tokens / wall, "tokens_per_cpu_s": tokens / cpu,
+               "peak_step_mb": memory[name]["peak_step_bytes"] / 2**20,
                "peak_total_mb": memory[name]["peak_total_bytes"] / 2**20,
-               "speed_vs_transformers": seconds[baseline] / seconds[name] if baseline else None,
-               "step_memory_vs_transformers": (memory[name]["peak_step_bytes"] / memory[baseline]["peak_step_bytes"]
+               "speed_vs_transformers": baseline.wall / wall if baseline else None,
+               "cpu_speed_vs_transformers": baseline.cpu / cpu if baseline else None,
+               "step_memory_vs_transformers": (memory[name]["peak_step_bytes"] / memory["transformers"]["peak_step_bytes"]
                                                if baseline else None),
-               "mfu": flops / seconds[name] / PEAK_BF16_FLOPS if args.device == "cuda" and args.dtype == "bf16"
+               "mfu": flops / wall / PEAK_BF16_FLOPS if args.device == "cuda" and args.dtype == "bf16"
                else None}
         rows.append(row)
         print(_format(row), flush=True)
@@ -307,9 +316,10 @@ def main() -> None:
 
 
 def _format(row) -> str:
-    ratios = " ".join(f"{key}={row[key]:.2f}" for key in ("speed_vs_transformers", "step_memory_vs_transformers", "mfu")
+    ratios = " ".join(f"{key}={row[key]:.2f}" for key in ("speed_vs_transformers", "cpu_speed_vs_transformers",
+                                                          "step_memory_vs_transformers", "mfu")
                       if row[key] is not None)
-    return (f"{row['contender']:<25} {row['step_s']:7.3f} s {row['tokens_per_s']:8.0f} tok/s  "
+    return (f"{row['contender']:<25} {row['step_s']:7.3f} s (CPU {row['step_cpu_s']:7.3f} s) {row['tokens_per_s']:6.0f} tok/s  "
             f"peak step {row['peak_step_mb']:7.1f} MB (total {row['peak_total_mb']:7.1f} MB)  {ratios}")
 
 
