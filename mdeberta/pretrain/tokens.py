@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -230,54 +231,58 @@ class _SplitWriter:
         os.replace(index_tmp, self.task.output(self.split, ".idx.npy"))
 
 
-def tokenize_shard(task: ShardTask) -> dict:
-    """Encode one shard a record batch at a time; returns (and writes) its summary."""
+def read_documents(source: Path) -> Iterator[tuple[list[str], list, int]]:
+    """(texts, ids, UTF-8 bytes of the texts) a record batch at a time; without an id column the text
+    names the document."""
+    try:
+        parquet = pq.ParquetFile(source)
+        names = parquet.schema_arrow.names
+        if TEXT_COLUMN not in names:
+            raise CorpusError(f"{source}: no '{TEXT_COLUMN}' column; is it a shard of `mdeberta corpus prepare`?")
+        columns = [TEXT_COLUMN] + ([ID_COLUMN] if ID_COLUMN in names else [])
+        for batch in parquet.iter_batches(batch_size=BATCH_DOCUMENTS, columns=columns):
+            text_bytes = int(pc.sum(pc.binary_length(batch.column(0).cast(pa.large_binary()))).as_py() or 0)
+            texts = [text or "" for text in batch.column(0).to_pylist()]
+            yield texts, batch.column(1).to_pylist() if len(columns) > 1 else texts, text_bytes
+    except (OSError, pa.ArrowException, ValueError) as err:  # pyarrow's errors for damaged files
+        raise CorpusError(f"{source}: cannot read the shard ({err}); rerun the corpus stage") from None
+
+
+def tokenize_shard(task: ShardTask) -> None:
+    """Encode one shard a record batch at a time; its summary, written last, marks it finished."""
     sp: spm.SentencePieceProcessor = _worker["spm"]
     progress = _worker.get("queue")
     writers = {split: _SplitWriter(task, split) for split in ("train", VALID)}
     counts = {"docs": 0, "tokens": 0, "valid_docs": 0, "valid_tokens": 0, "empty_docs": 0, "text_bytes": 0}
     first = (2.0, -1)  # (held-out key, position among the shard's training documents) of the smallest key
     try:
-        parquet = pq.ParquetFile(task.source)
-        names = parquet.schema_arrow.names
-        if TEXT_COLUMN not in names:
-            raise CorpusError(f"{task.source}: no '{TEXT_COLUMN}' column; is it a shard of `mdeberta corpus prepare`?")
-        columns = [TEXT_COLUMN] + ([ID_COLUMN] if ID_COLUMN in names else [])
-        for batch in parquet.iter_batches(batch_size=BATCH_DOCUMENTS, columns=columns):
-            text_bytes = int(pc.sum(pc.binary_length(batch.column(0).cast(pa.large_binary()))).as_py() or 0)
-            texts = [text or "" for text in batch.column(0).to_pylist()]
-            ids = batch.column(1).to_pylist() if len(columns) > 1 else texts  # no ids: the text names the document
-            encoded = sp.encode(texts, out_type=int, add_eos=True, num_threads=1)
+        for texts, ids, text_bytes in read_documents(task.source):
             split_docs: dict[str, list[list[int]]] = {"train": [], VALID: []}
-            for doc_id, doc in zip(ids, encoded):
+            for doc_id, doc in zip(ids, sp.encode(texts, out_type=int, add_eos=True, num_threads=1)):
                 if len(doc) == 1:  # [SEP] alone
                     counts["empty_docs"] += 1
                     continue
                 key = held_out_key(task.lang, str(doc_id))
-                held_out = key < task.fraction
-                if not held_out and key < first[0]:
+                if key >= task.fraction and key < first[0]:
                     first = (key, counts["docs"] + len(split_docs["train"]))
-                split_docs[VALID if held_out else "train"].append(doc)
+                split_docs[VALID if key < task.fraction else "train"].append(doc)
             batch_tokens = 0
             for split, docs in split_docs.items():
-                tokens = writers[split].add(docs)
                 prefix = "valid_" if split == VALID else ""
+                tokens = writers[split].add(docs)
                 counts[prefix + "docs"] += len(docs)
                 counts[prefix + "tokens"] += tokens
                 batch_tokens += tokens
             counts["text_bytes"] += text_bytes
             if progress is not None:
                 progress.put((text_bytes, len(texts), batch_tokens))
-    except (OSError, pa.ArrowException, ValueError) as err:  # pyarrow's errors for damaged files
+    except CorpusError:
         for writer in writers.values():
             writer.discard()
-        raise CorpusError(f"{task.source}: cannot read the shard ({err}); rerun the corpus stage") from None
+        raise
     for writer in writers.values():
         writer.finish()
-    summary = {"inputs": task.inputs(), **counts,
-               "first_key": first[0], "first_doc": first[1]}
-    write_json_atomic(task.summary, summary)
-    return summary
+    write_json_atomic(task.summary, {"inputs": task.inputs(), **counts, "first_key": first[0], "first_doc": first[1]})
 
 
 # --- the whole corpus ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
 
@@ -132,6 +134,12 @@ def test_a_corrupt_shard_is_named_and_the_others_are_kept(corpus, tokenizer, tmp
         tokenize(corpus, tokenizer, out)
     assert len(list((out / SHARDS).glob("*/part-*.json"))) == 4  # every good shard finished and kept
     assert not (out / INVENTORY).exists()
+
+
+def test_a_shard_without_text_is_named(corpus, tokenizer, tmp_path):
+    pq.write_table(pa.table({"id": ["x"], "content": ["words"]}), corpus / "fr" / "part-00001.parquet")
+    with pytest.raises(UserError, match="fr/part-00001.parquet: no 'text' column"):
+        tokenize(corpus, tokenizer, tmp_path / "tokens")
 
 
 @pytest.mark.parametrize("case, message", [
