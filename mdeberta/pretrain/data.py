@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .tokens import TOKEN_DTYPE, TokenInventory, TokenStreamsError, index_path, stream_path
+from .tokens import (
+    TOKEN_DTYPE,
+    TokenInventory,
+    TokenStreamsError,
+    index_path,
+    stream_path,
+)
 
 
 class PackingError(UserError):
@@ -43,7 +49,7 @@ class TokenStreams:
         return {lang: len(stream) for lang, stream in self.tokens.items()}
 
     @classmethod
-    def open(cls, tokens_dir: Path, split: str = "train", langs: list[str] | None = None) -> "TokenStreams":
+    def open(cls, tokens_dir: Path, split: str = "train", langs: list[str] | None = None) -> TokenStreams:
         """Languages with no token in the split are left out of ``valid`` (a one-document language has no
         held-out slice; with validation off there are none at all) and refused in ``train``."""
         tokens_dir = Path(tokens_dir)

@@ -29,12 +29,12 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -113,7 +113,7 @@ class TokenInventory:
         return {"format": FORMAT_VERSION, **data}
 
     @classmethod
-    def load(cls, out: Path) -> "TokenInventory":
+    def load(cls, out: Path) -> TokenInventory:
         out = Path(out)
         try:
             data = json.loads((out / INVENTORY).read_text(encoding="utf-8"))
@@ -368,7 +368,7 @@ def _run_tasks(tasks: list[ShardTask], model: Path, workers: int, progress: bool
     _raise_first_bug_or_all_bad_shards(failures)
 
 
-def _run_here(tasks: list[ShardTask], model: Path, workers: int, bar: "_ProgressBar") -> list[BaseException]:
+def _run_here(tasks: list[ShardTask], model: Path, workers: int, bar: _ProgressBar) -> list[BaseException]:
     _start_worker(str(model), bar)
     failures = []
     for task in tasks:
@@ -379,7 +379,7 @@ def _run_here(tasks: list[ShardTask], model: Path, workers: int, bar: "_Progress
     return failures
 
 
-def _run_in_processes(tasks: list[ShardTask], model: Path, workers: int, bar: "_ProgressBar") -> list[BaseException]:
+def _run_in_processes(tasks: list[ShardTask], model: Path, workers: int, bar: _ProgressBar) -> list[BaseException]:
     context = get_context("spawn")  # never fork a parent that may hold torch's threads
     updates = context.Queue()
     failures = []
@@ -407,7 +407,7 @@ def _raise_first_bug_or_all_bad_shards(failures: list[BaseException]) -> None:
         raise CorpusError("; ".join(sorted(map(str, failures))))
 
 
-def _drain(updates, bar: "_ProgressBar") -> None:
+def _drain(updates, bar: _ProgressBar) -> None:
     while True:
         try:
             bar.update(*updates.get_nowait())
@@ -484,8 +484,8 @@ def _write_stream(out: Path, lang: str, split: str, parts: list[tuple[np.ndarray
     chunk = 1 << 24
     with open(bin_tmp, "wb") as stream:
         for tokens, offsets in parts:
-            for start in range(0, len(tokens), chunk):
-                stream.write(np.asarray(tokens[start:start + chunk]).tobytes())
+            chunks = range(0, len(tokens), chunk)
+            stream.writelines(np.asarray(tokens[start:start + chunk]).tobytes() for start in chunks)
             index[filled + 1:filled + len(offsets)] = offsets[1:] + written
             filled += len(offsets) - 1
             written += len(tokens)

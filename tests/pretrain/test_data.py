@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdeberta.errors import UserError
-from mdeberta.pretrain.data import (PackedSequences, TokenStreams, language_probabilities, validation_batches)
+from mdeberta.pretrain.data import (
+    PackedSequences,
+    TokenStreams,
+    language_probabilities,
+    validation_batches,
+)
 from mdeberta.pretrain.tokens import tokenize_corpus
 
 CLS, SEP = 1, 2

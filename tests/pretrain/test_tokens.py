@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,16 @@ import sentencepiece as spm
 
 from mdeberta.errors import UserError
 from mdeberta.pretrain import tokens
-from mdeberta.pretrain.tokens import (INVENTORY, SHARDS, VALID, TokenInventory, held_out_key, index_path,
-                                      stream_path, tokenize_corpus)
+from mdeberta.pretrain.tokens import (
+    INVENTORY,
+    SHARDS,
+    VALID,
+    TokenInventory,
+    held_out_key,
+    index_path,
+    stream_path,
+    tokenize_corpus,
+)
 from tests.pretrain.conftest import EMPTY_DOCUMENTS, LITERAL_MASK, corpus_documents
 
 FRACTION = 0.2
@@ -24,7 +33,7 @@ def documents(out: Path, lang: str, split: str) -> list[np.ndarray]:
     stream = np.fromfile(stream_path(out, lang, split), dtype=np.uint32)
     offsets = np.load(index_path(out, lang, split))
     assert offsets[0] == 0 and offsets[-1] == len(stream) and np.all(np.diff(offsets) > 1)
-    return [stream[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+    return [stream[start:end] for start, end in pairwise(offsets)]
 
 
 def tokenize(corpus: Path, tokenizer: Path, out: Path, **options) -> TokenInventory:
