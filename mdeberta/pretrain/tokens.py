@@ -453,12 +453,11 @@ def _assemble_language(out: Path, lang: str, tasks: list[ShardTask], fingerprint
     for position, task in enumerate(tasks):
         tokens, offsets = _load_part(task, "train")
         if position == moved:
-            doc = summaries[position]["first_doc"]
-            start, end = int(offsets[doc]), int(offsets[doc + 1])
-            valid_parts.append((tokens[start:end], np.array([0, end - start], OFFSET_DTYPE)))
-            train_parts.append((tokens[:start], offsets[:doc + 1]))
-            train_parts.append((tokens[end:], offsets[doc + 1:] - end))
-            row.docs, row.tokens, row.valid_docs, row.valid_tokens = row.docs - 1, row.tokens - (end - start), 1, end - start
+            kept, held_out = _take_document(tokens, offsets, summaries[position]["first_doc"])
+            train_parts += kept
+            valid_parts.append(held_out)
+            size = len(held_out[0])
+            row.docs, row.tokens, row.valid_docs, row.valid_tokens = row.docs - 1, row.tokens - size, 1, size
         else:
             train_parts.append((tokens, offsets))
         valid_parts.append(_load_part(task, VALID))
@@ -467,14 +466,24 @@ def _assemble_language(out: Path, lang: str, tasks: list[ShardTask], fingerprint
     return row
 
 
-def _load_part(task: ShardTask, split: str) -> tuple[np.ndarray, np.ndarray]:
+Part = tuple[np.ndarray, np.ndarray]  # tokens, document offsets from 0
+
+
+def _take_document(tokens: np.ndarray, offsets: np.ndarray, doc: int) -> tuple[list[Part], Part]:
+    """The parts before and after document ``doc``, and the document itself."""
+    start, end = int(offsets[doc]), int(offsets[doc + 1])
+    kept = [(tokens[:start], offsets[:doc + 1]), (tokens[end:], offsets[doc + 1:] - end)]
+    return kept, (tokens[start:end], np.array([0, end - start], OFFSET_DTYPE))
+
+
+def _load_part(task: ShardTask, split: str) -> Part:
     offsets = np.load(task.output(split, ".idx.npy"))
     path = task.output(split, ".bin")
     tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r") if offsets[-1] else np.zeros(0, TOKEN_DTYPE)
     return tokens, offsets
 
 
-def _write_stream(out: Path, lang: str, split: str, parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
+def _write_stream(out: Path, lang: str, split: str, parts: list[Part]) -> None:
     """Tokens copied in bounded chunks; the index built straight into its .npy file."""
     bin_path, idx_path = stream_path(out, lang, split), index_path(out, lang, split)
     bin_tmp, idx_tmp = bin_path.with_name(bin_path.name + ".tmp"), idx_path.with_name(idx_path.name + ".tmp.npy")
