@@ -118,6 +118,165 @@ def _add_tokenizer_group(stages) -> None:
     report.set_defaults(handler=_tokenizer_report)
 
 
+def _pretrain_run(args: argparse.Namespace) -> int:
+    from .pretrain.settings import PretrainSettings
+    from .pretrain.stage import run_pretraining
+
+    settings = build_settings(PretrainSettings, args.recipe, "pretrain", given_overrides(args, PretrainSettings))
+    return run_pretraining(settings, args.corpus, args.tokenizer, args.out, resume=args.resume,
+                           progress=not args.no_progress)
+
+
+def _pretrain_export(args: argparse.Namespace) -> int:
+    from .pretrain.export import export_checkpoint
+
+    for name, folder in export_checkpoint(args.checkpoint, args.out).items():
+        print(f"{name}: {folder}")
+    return 0
+
+
+def _pretrain_analyze(args: argparse.Namespace) -> int:
+    from .pretrain.analyze import embedding_statistics, write_statistics
+
+    table = embedding_statistics(args.checkpoint, args.pairs, args.seed, args.tokens)
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    if args.out:
+        write_statistics(table, args.out)
+    return 0
+
+
+def _add_pretrain_group(stages) -> None:
+    from pathlib import Path
+
+    from .pretrain.settings import PretrainSettings
+
+    pretrain = stages.add_parser("pretrain", help="stage 3: shards + tokenizer -> DeBERTaV3 (RTD + GDES)",
+                                 formatter_class=_Formatter, description="Stage 3: pretrain a DeBERTaV3 "
+                                 "generator/discriminator pair with replaced token detection and embedding "
+                                 "sharing, and export it as transformers deberta-v2 folders.")
+    verbs = pretrain.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    run = verbs.add_parser(
+        "run", formatter_class=_Formatter, help="tokenize the corpus and train; continues from the last checkpoint",
+        description="Tokenize CORPUS with the TOKENIZER's spm.model into OUT/tokens (once), then train: "
+                    "packed sequences with languages drawn by p_i^alpha, RTD loss L_MLM + lambda L_RTD, "
+                    "AdamW with warm-up and linear decay. Writes OUT/metrics.jsonl and "
+                    "OUT/checkpoints/step-N; a rerun continues from the latest checkpoint. SIGTERM or "
+                    "Ctrl-C saves a checkpoint after the current step. Multi-GPU: start it with torchrun.",
+        epilog="examples:\n"
+               "  mdeberta pretrain run --recipe recipes/demo.toml --corpus work/corpus --tokenizer work/tokenizer "
+               "--out work/pretrain\n"
+               "  mdeberta pretrain run --corpus corpus --tokenizer tok --out run --size xsmall --max-steps 1000\n"
+               "  torchrun --nproc_per_node=8 -m mdeberta pretrain run --corpus corpus --tokenizer tok --out run")
+    run.add_argument("--corpus", required=True, metavar="DIR", help="output folder of `mdeberta corpus prepare`")
+    run.add_argument("--tokenizer", required=True, metavar="DIR", help="output folder of `mdeberta tokenizer train`")
+    run.add_argument("--out", required=True, metavar="DIR", help="output folder of the run")
+    run.add_argument("--recipe", metavar="TOML", help="recipe whose [pretrain] section sets defaults")
+    control = run.add_argument_group("run control")
+    control.add_argument("--resume", action="store_true",
+                         help="require a checkpoint to continue from (a rerun continues anyway when one exists)")
+    control.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_arguments(run, PretrainSettings)
+    run.set_defaults(handler=_pretrain_run)
+
+    export = verbs.add_parser(
+        "export", formatter_class=_Formatter, help="checkpoint -> transformers discriminator and generator",
+        description="Write OUT/discriminator (DebertaV2Model with the merged GDES embedding E_G + E_delta) and "
+                    "OUT/generator (DebertaV2ForMaskedLM), each with the tokenizer files, loadable with "
+                    "transformers.AutoModel / AutoModelForMaskedLM.from_pretrained.",
+        epilog="example:\n  mdeberta pretrain export --checkpoint work/pretrain/checkpoints/step-200 --out work/model")
+    export.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="a step-N checkpoint folder")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the two folders go")
+    export.set_defaults(handler=_pretrain_export)
+
+    analyze = verbs.add_parser(
+        "analyze", formatter_class=_Formatter, help="average cosine similarity of E_G, E_D, E_delta (Table 1)",
+        description="DeBERTaV3's Table 1 for one checkpoint: the average cosine similarity of word-embedding "
+                    "pairs drawn uniformly from the token ids seen in training (special tokens left out), "
+                    "beside the paper's base-size figures.",
+        epilog="example:\n  mdeberta pretrain analyze --checkpoint work/pretrain/checkpoints/step-200")
+    analyze.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="a step-N checkpoint folder")
+    analyze.add_argument("--pairs", type=int, default=100_000, metavar="N", help="pairs drawn (default: 100000)")
+    analyze.add_argument("--seed", type=int, default=0, help="seed of the draw (default: 0)")
+    analyze.add_argument("--tokens", type=Path, metavar="DIR",
+                         help="token streams whose ids are drawn (default: the run's own OUT/tokens)")
+    analyze.add_argument("--out", type=Path, metavar="JSON", help="also write the table as JSON")
+    analyze.set_defaults(handler=_pretrain_analyze)
+
+
+def _xnli_run(args: argparse.Namespace) -> int:
+    from .xnli.settings import XnliSettings
+    from .xnli.stage import XnliRun
+
+    overrides = given_overrides(args, XnliSettings)
+    if args.seeds is None:  # --seeds is its own flag (space-separated); not given: the recipe's
+        overrides.pop("seeds")
+    settings = build_settings(XnliSettings, args.recipe, "xnli", overrides)
+    return XnliRun(settings, args.model, args.data, args.out, progress=not args.no_progress).run(force=args.force)
+
+
+def _xnli_report(args: argparse.Namespace) -> int:
+    from .xnli.report import PUBLISHED, write_report
+
+    tables = write_report(args.run_dirs, args.out, args.published or PUBLISHED, args.compare)
+    print(tables["test"].to_markdown(index=False, floatfmt=".2f"))
+    return 0
+
+
+def _add_xnli_group(stages) -> None:
+    from .xnli.data import DEFAULT_DATA
+    from .xnli.report import COMPARED
+    from .xnli.settings import XnliSettings
+
+    xnli = stages.add_parser("xnli", help="stage 4: fine-tune on XNLI and report accuracy per language",
+                             formatter_class=_Formatter, description="Stage 4: fine-tune a deberta-v2 model on "
+                             "XNLI (zero-shot or translate-train-all) and report test accuracy in 15 languages "
+                             "beside the published rows.")
+    verbs = xnli.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    run = verbs.add_parser(
+        "run", formatter_class=_Formatter, help="fine-tune per seed, evaluate every language, write the report",
+        description="Fine-tune MODEL with a 3-way classification head (zero-shot: English training pairs, "
+                    "selected on English dev; translate-train-all: all 15 training sets, selected on their "
+                    "mean dev accuracy), evaluate dev and test in every language, and write OUT/results.csv|"
+                    "json|md, OUT/xnli.png, OUT/predictions/, OUT/<setting>/seed-<s>/best/ (the selected checkpoint, "
+                    "loadable by transformers' DebertaV2ForSequenceClassification) and OUT/manifest.json. "
+                    "A killed run continues from its last evaluation when rerun; under torchrun each process "
+                    "trains on its share of every batch.",
+        epilog="examples:\n"
+               "  mdeberta xnli run --model microsoft/mdeberta-v3-base --out runs/zs --seeds 1 2 3\n"
+               "  mdeberta xnli run --model work/model/discriminator --setting translate-train-all --data xnli/ --out runs/tta\n"
+               "  mdeberta xnli run --recipe recipes/demo.toml --model work/model/discriminator --data eval/sample --out work/xnli\n"
+               "  torchrun --nproc-per-node 8 -m mdeberta xnli run --model M --out runs/zs")
+    run.add_argument("--model", required=True, metavar="M",
+                     help="deberta-v2 folder (e.g. an exported discriminator) or hub name, with its tokenizer")
+    run.add_argument("--data", default=DEFAULT_DATA, metavar="D",
+                     help="hub dataset name, a folder of saved datasets per language (D/<lang>), or a folder "
+                          f"holding the unpacked XNLI-1.0/ and XNLI-MT-1.0/ (default: {DEFAULT_DATA})")
+    run.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    run.add_argument("--recipe", metavar="TOML", help="recipe whose [xnli] section sets defaults")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="S", help="one fine-tuning run per seed (default: 1)")
+    control = run.add_argument_group("run control")
+    control.add_argument("--force", action="store_true", help="start afresh, even if finished or half done")
+    control.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_arguments(run, XnliSettings)
+    run.set_defaults(handler=_xnli_run)
+
+    report = verbs.add_parser(
+        "report", formatter_class=_Formatter, help="rebuild and merge reports from saved predictions",
+        description="Recompute accuracies from RUN_DIR/predictions of one or more runs (settings, seeds, "
+                    "models) and write one merged results.csv|json|md and xnli.png into OUT.",
+        epilog="examples:\n"
+               "  mdeberta xnli report runs/zs runs/tta --out runs/report")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="--out folders of `mdeberta xnli run`")
+    report.add_argument("--out", required=True, metavar="DIR", help="where the merged report goes")
+    report.add_argument("--published", metavar="CSV", help="published rows (default: eval/xnli_published.csv)")
+    report.add_argument("--compare", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                        default=list(COMPARED), metavar="A,B,...",
+                        help=f"published models shown (default: {','.join(COMPARED)})")
+    report.set_defaults(handler=_xnli_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .corpora.settings import CorpusSettings
 
@@ -161,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     languages.set_defaults(handler=_corpus_languages)
 
     _add_tokenizer_group(stages)
+    _add_pretrain_group(stages)
+    _add_xnli_group(stages)
     return parser
 
 
