@@ -289,7 +289,10 @@ def tokenize_shard(task: ShardTask) -> None:
 
 def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, *, langs: list[str] | None = None,
                     validation_fraction: float = 0.005, workers: int = 0, progress: bool = True) -> TokenInventory:
-    """Token streams of every (requested) language of ``corpus``; reuses ``out`` when it is up to date."""
+    """Token streams of every (requested) language of ``corpus``; reuses ``out`` when it is up to date.
+
+    With more than one worker the workers are spawned processes, so a script calling this needs the
+    usual ``if __name__ == "__main__":`` guard (the ``mdeberta`` command has it)."""
     corpus, tokenizer, out = Path(corpus), Path(tokenizer), Path(out)
     if not 0.0 <= validation_fraction < 1.0:
         raise TokenSettingsError(f"validation fraction must be in [0, 1), not {validation_fraction}")
@@ -355,13 +358,15 @@ def _special_ids(model: Path) -> dict:
 
 
 def _run_tasks(tasks: list[ShardTask], model: Path, workers: int, progress: bool) -> None:
-    """Largest shards first, so the last tasks to finish are small ones."""
+    """Largest shards first, so the last tasks to finish are small ones; a bad shard is reported
+    after the others have finished."""
     tasks = sorted(tasks, key=lambda task: task.fingerprint["bytes"], reverse=True)
     if not tasks:
         return
+    workers = min(workers, len(tasks))
     bar = _ProgressBar(progress)
     try:
-        run = _run_here if workers == 1 else _run_in_processes
+        run = _run_here if workers == 1 else _run_in_processes  # one worker or one shard: no process start-up
         failures = run(tasks, model, workers, bar)
     finally:
         bar.close()
@@ -383,7 +388,7 @@ def _run_in_processes(tasks: list[ShardTask], model: Path, workers: int, bar: _P
     context = get_context("spawn")  # never fork a parent that may hold torch's threads
     updates = context.Queue()
     failures = []
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_start_worker_process,
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker_process,
                              initargs=(str(model), updates)) as pool:
         pending: set[Future] = {pool.submit(tokenize_shard, task) for task in tasks}
         try:
