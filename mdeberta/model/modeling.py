@@ -147,9 +147,12 @@ class DebertaV2Encoder(nn.Module):
         L = 128), so the position GEMMs run over those rows alone."""
         key = (length, str(device))
         if key not in self._index_cache:
-            index = relative_index(length, self.span, self.position_buckets, self.max_relative_positions, device)
-            low, high = int(index.min()), int(index.max()) + 1
-            self._index_cache[key] = (index - low, slice(low, high))
+            # Built outside inference mode: a cached inference tensor could not be saved for a later backward.
+            with torch.inference_mode(False):
+                index = relative_index(length, self.span, self.position_buckets, self.max_relative_positions,
+                                       device)
+                low, high = int(index.min()), int(index.max()) + 1
+                self._index_cache[key] = (index - low, slice(low, high))
         index, rows = self._index_cache[key]
         table = self.rel_embeddings.weight[rows]
         return index, (self.LayerNorm(table) if hasattr(self, "LayerNorm") else table)

@@ -74,6 +74,16 @@ def test_backends_agree_in_training_with_dropout_off():
     assert (eager(ids, attention_mask=mask).last_hidden_state - expected).abs().max() <= 1e-5
 
 
+def test_training_works_after_inference_mode_at_the_same_length():
+    _, model = twins(None, "sdpa")
+    ids, mask = padded_batch(16)
+    with torch.inference_mode():
+        model(ids, attention_mask=mask)  # fills the per-length caches
+    model.train()
+    model(ids, attention_mask=mask).last_hidden_state.sum().backward()
+    assert model.embeddings.word_embeddings.weight.grad is not None
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_attention_dropout_is_applied_in_training_only(backend):
     torch.manual_seed(0)
