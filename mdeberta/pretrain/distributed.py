@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+PATIENT_TIMEOUT = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    patient_group: object = None  # a gloo group whose barrier waits for hours (see wait_for_main)
 
     @property
     def is_main(self) -> bool:
@@ -30,6 +34,12 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def wait_for_main(self) -> None:
+        """A barrier for one-off work on process 0 (tokenizing a corpus can take hours): the
+        collective timeout that catches hangs in training would end the wait too early."""
+        if self.distributed:
+            dist.barrier(group=self.patient_group)
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on one (e.g. a SIGTERM seen by one process)."""
@@ -57,9 +67,12 @@ def init_world() -> World:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(rank=rank, size=size, local_rank=local_rank, device=device)
+    patient_group = None
+    if size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        patient_group = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
+    return World(rank=rank, size=size, local_rank=local_rank, device=device, patient_group=patient_group)
 
 
 def close_world(world: World) -> None:

@@ -27,7 +27,7 @@ def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, o
             tokenize_corpus(Path(corpus), Path(tokenizer), tokens, langs=settings.langs or None,
                             validation_fraction=settings.validation_fraction, workers=settings.tokenize_workers,
                             progress=progress)
-        world.barrier()
+        world.wait_for_main()
         status = Pretrainer(settings, tokens, Path(tokenizer), out, world, progress).train(resume)
         if status == 0 and world.is_main:
             inputs = [{"corpus": str(corpus), "tokenizer": str(tokenizer)}]
