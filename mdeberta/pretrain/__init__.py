@@ -1,0 +1,13 @@
+"""Stage 3: DeBERTaV3 pretraining (replaced token detection with embedding sharing).
+
+    tokens.py        corpus shards -> per-language uint32 token streams + held-out slice (once)
+    data.py          packed [CLS] ... [SEP] sequences, languages drawn by p_i^alpha, resumable position
+    train.py         the loop: accumulation, clipping, AdamW, DDP, validation, signals, exact resume
+    optim.py         AdamW parameter groups and the warm-up + linear-decay schedule
+    checkpoint.py    step-N folders: weights, optimizer, scheduler, RNG, data position, settings
+    metrics.py       RTD AUC, FLOPs/MFU, metrics.jsonl (+ TensorBoard)
+    distributed.py   torchrun process groups
+    export.py        checkpoint -> transformers discriminator/ and generator/
+    analyze.py       Table 1: average cosine similarity of E_G, E_D, E_delta
+    stage.py         `mdeberta pretrain run`: tokenize, then train
+"""
