@@ -277,6 +277,48 @@ def _add_xnli_group(stages) -> None:
     report.set_defaults(handler=_xnli_report)
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipeline import STAGES, Pipeline
+
+    workdir = args.workdir or Path("work") / Path(args.recipe).stem
+    return Pipeline(args.recipe, workdir, args.first or STAGES[0], args.last or STAGES[-1], tuple(args.force),
+                    progress=not args.no_progress).run()
+
+
+def _add_pipeline_group(stages) -> None:
+    from .pipeline import STAGES
+
+    pipeline = stages.add_parser(
+        "pipeline", formatter_class=_Formatter, help="every stage of a recipe in order, skipping finished ones",
+        description="Run corpus -> tokenizer -> pretrain -> export -> xnli from one recipe, each stage in its own\n"
+                    "folder of WORKDIR: corpus/, tokenizer/, pretrain/, model/ (the exported last checkpoint),\n"
+                    "xnli/<setting>/ and the XNLI report xnli/results.md.\n\n"
+                    "A stage that is up to date with its inputs and settings is skipped, an interrupted one\n"
+                    "continues, and a stage that ran makes every later one redo its work. The closing table\n"
+                    "lists each stage with its status, time and folder. With [pipeline] sharing = [\"es\",\n"
+                    "\"nes\", \"gdes\"] the model stages run once per sharing (pretrain-<sharing>/, ...) and\n"
+                    "WORKDIR/ablation.md compares them. Runs in one process: for several GPUs, start the\n"
+                    "pretrain and xnli stages themselves under torchrun (see the README).",
+        epilog="examples:\n"
+               "  mdeberta pipeline recipes/demo.toml --workdir work\n"
+               "  mdeberta pipeline recipes/demo.toml --workdir work --force pretrain   # retrain, re-export, re-evaluate\n"
+               "  mdeberta pipeline recipes/mdeberta-v3-base.toml --workdir run --until tokenizer\n"
+               "  mdeberta pipeline recipes/gdes-ablation.toml --workdir ablation")
+    pipeline.add_argument("recipe", metavar="RECIPE.toml",
+                          help="sections [corpus] [tokenizer] [pretrain] [xnli] [pipeline] (see recipes/)")
+    pipeline.add_argument("--workdir", metavar="DIR", help="where the stage folders go (default: work/<recipe name>)")
+    pipeline.add_argument("--from", dest="first", choices=STAGES, metavar="STAGE", help="start at this stage (the earlier ones must "
+                          "have finished)")
+    pipeline.add_argument("--until", dest="last", choices=STAGES, metavar="STAGE", help="stop after this stage "
+                          f"(stages: {', '.join(STAGES)})")
+    pipeline.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
+                          help="redo this stage even if up to date, and so every later one (repeatable)")
+    pipeline.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pipeline.set_defaults(handler=_pipeline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .corpora.settings import CorpusSettings
 
@@ -322,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_group(stages)
     _add_pretrain_group(stages)
     _add_xnli_group(stages)
+    _add_pipeline_group(stages)
     return parser
 
 
