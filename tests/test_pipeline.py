@@ -1,0 +1,207 @@
+"""`mdeberta pipeline`: every recipe validates; the demo chain from a clean workdir, stopped during
+pretraining and run again, ends with every stage's outputs and the XNLI report; a third run skips
+every stage; --force redoes a stage and what follows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mdeberta.cli import main
+from mdeberta.pipeline import Pipeline, Recipe, compare_sharing
+from mdeberta.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+
+# The demo recipe with a smaller model and fewer steps: the whole chain in well under a minute.
+SMALL_CHAIN = """
+[pretrain]
+size = "tiny"
+max_seq_length = 64
+batch_size = 4
+micro_batch_size = 4
+max_steps = 24
+warmup_steps = 2
+learning_rate = 2e-3
+validation_fraction = 0.05
+log_every = 4
+eval_every = 0
+eval_sequences = 8
+checkpoint_every = 1000
+tokenize_workers = 1
+
+[xnli]
+epochs = 1
+batch_size = 4
+eval_every = 10
+max_length = 64
+"""
+
+
+def small_recipe(folder: Path, pipeline: str = "") -> Path:
+    """demo.toml's [corpus] and [tokenizer] with absolute paths, a tiny [pretrain] and [xnli]."""
+    demo = (ROOT / "recipes" / "demo.toml").read_text(encoding="utf-8")
+    head = demo[:demo.index("[pretrain]")].replace('"corpora/sample"', json.dumps(str(ROOT / "corpora/sample")))
+    recipe = folder / "small.toml"
+    recipe.write_text(head + SMALL_CHAIN + "\n[pipeline]\n"
+                      + f"xnli_data = {json.dumps(str(ROOT / 'eval/sample'))}\n" + pipeline, encoding="utf-8")
+    return recipe
+
+
+def statuses(workdir: Path) -> dict[str, str]:
+    return {s["label"]: s["status"] for s in json.loads((workdir / "pipeline.json").read_text())["stages"]}
+
+
+def manifest_times(workdir: Path) -> dict[str, int]:
+    return {stage: (workdir / stage / "manifest.json").stat().st_mtime_ns for stage in ("corpus", "tokenizer")}
+
+
+def run_in_process(*argv: str) -> int:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared machine: more threads only wait on each other
+    try:
+        return main(["pipeline", *map(str, argv), "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_recipe_loads_into_all_stage_settings(path):
+    recipe = Recipe.load(path)
+    assert recipe.sharings and recipe.xnli_settings
+
+
+def test_the_paper_scale_recipe_says_what_the_paper_did():
+    recipe = Recipe.load(ROOT / "recipes" / "mdeberta-v3-base.toml")
+    assert recipe.corpus.langs == ["cc100"]
+    assert recipe.tokenizer.vocab_size == 250_000
+    assert (recipe.pretrain.size, recipe.pretrain.batch_size, recipe.pretrain.max_seq_length,
+            recipe.pretrain.max_steps, recipe.pretrain.sharing) == ("base", 8192, 512, 500_000, "gdes")
+    assert recipe.xnli_settings == ["zero-shot", "translate-train-all"]
+    assert recipe.pipeline.xnli_data == "facebook/xnli"
+
+
+def test_the_ablation_recipe_runs_each_sharing_in_its_own_folders(tmp_path):
+    pipeline = Pipeline(ROOT / "recipes" / "gdes-ablation.toml", tmp_path)
+    folders = [step.folder.name for step in pipeline.steps]
+    assert folders[:2] == ["corpus", "tokenizer"]
+    for sharing in ("es", "nes", "gdes"):
+        assert {f"pretrain-{sharing}", f"model-{sharing}", f"xnli-{sharing}"} <= set(folders)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pretrian]\nsize = 'tiny'\n", "unknown section(s) pretrian"),
+    ("[pipeline]\nsharing = ['gdes', 'shared']\n", "shared not one of"),
+    ("[pretrain]\nmax_step = 3\n", "did you mean 'max_steps'"),
+])
+def test_a_bad_recipe_is_one_line_naming_the_problem(tmp_path, capsys, text, message):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(text, encoding="utf-8")
+    assert main(["pipeline", str(recipe), "--workdir", str(tmp_path / "work")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
+def test_an_empty_stage_range_and_an_unfinished_earlier_stage_are_refused(tmp_path):
+    recipe = small_recipe(tmp_path)
+    with pytest.raises(UserError, match="comes after"):
+        Pipeline(recipe, tmp_path / "work", first="xnli", last="corpus")
+    with pytest.raises(UserError, match="corpus is not finished"):
+        Pipeline(recipe, tmp_path / "work", first="pretrain").run()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A clean workdir; the first run is stopped by SIGTERM once pretraining logs; the second finishes."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    recipe, workdir = small_recipe(folder), folder / "work"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "mdeberta", "pipeline", str(recipe), "--workdir", str(workdir), "--no-progress"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = workdir / "pretrain" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not metrics.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    first_log = first.communicate(timeout=120)[0]
+    first_statuses, first_times = statuses(workdir), manifest_times(workdir)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return {"recipe": recipe, "workdir": workdir, "first": (first.returncode, first_log, first_statuses, first_times),
+            "second": second}
+
+
+def test_a_run_stopped_during_pretraining_continues_without_redoing_corpus_and_tokenizer(chain):
+    workdir = chain["workdir"]
+    returncode, log, first, times = chain["first"]
+    assert returncode == 143, log[-2000:]
+    assert first == {"corpus": "done", "tokenizer": "done", "pretrain": "stopped (exit 143)", "export": "not run",
+                     "xnli": "not run"}
+    second = chain["second"]
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert statuses(workdir) == {"corpus": "skipped", "tokenizer": "skipped", "pretrain": "resumed",
+                                 "export": "done", "xnli": "done"}
+    assert manifest_times(workdir) == times
+    assert "resuming from" in second.stderr
+    assert f"XNLI report: {workdir / 'xnli' / 'results.md'}" in second.stdout
+
+
+def test_every_stage_writes_its_outputs(chain):
+    workdir = chain["workdir"]
+    assert chain["second"].returncode == 0
+    assert len(list((workdir / "corpus").glob("*/part-*.parquet"))) >= 15
+    for stage in ("corpus", "tokenizer", "pretrain", "xnli/zero-shot"):
+        assert (workdir / stage / "manifest.json").is_file(), stage
+    assert (workdir / "corpus" / "stats.json").is_file()
+    assert {"spm.model", "tokenizer.json", "report.md"} <= {p.name for p in (workdir / "tokenizer").iterdir()}
+    assert (workdir / "pretrain" / "checkpoints" / "step-24" / "model.safetensors").is_file()
+    steps = [json.loads(line)["step"] for line in (workdir / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 24 and steps == sorted(steps)
+    for model in ("discriminator", "generator"):
+        assert {"config.json", "model.safetensors", "spm.model"} <= {p.name for p in (workdir / "model" / model).iterdir()}
+    results = pd.read_csv(workdir / "xnli" / "results.csv")
+    assert set(results.setting) == {"zero-shot"} and "sw" in results.columns
+    assert (workdir / "xnli" / "results.md").is_file() and (workdir / "xnli" / "xnli.png").is_file()
+
+
+def test_a_rerun_skips_every_stage(chain):
+    workdir = chain["workdir"]
+    assert chain["second"].returncode == 0
+    before = manifest_times(workdir)
+    assert run_in_process(chain["recipe"], "--workdir", workdir) == 0
+    assert set(statuses(workdir).values()) == {"skipped"}
+    assert manifest_times(workdir) == before
+
+
+def test_forcing_a_stage_redoes_the_stages_after_it(chain, tmp_path):
+    workdir = tmp_path / "work"
+    shutil.copytree(chain["workdir"], workdir)
+    report = (workdir / "xnli" / "results.md").stat().st_mtime_ns
+    assert run_in_process(chain["recipe"], "--workdir", workdir, "--from", "export", "--force", "export") == 0
+    assert statuses(workdir) == {"corpus": "not run", "tokenizer": "not run", "pretrain": "not run",
+                                 "export": "done", "xnli": "done"}
+    assert (workdir / "xnli" / "results.md").stat().st_mtime_ns != report
+
+
+def test_the_ablation_table_reads_metrics_embeddings_and_xnli(chain):
+    workdir = chain["workdir"]
+    table = compare_sharing({"gdes": (workdir / "pretrain", workdir / "xnli")}, pairs=500)
+    row = table.iloc[0]
+    assert row.sharing == "gdes" and row.step == 24
+    assert 0 <= row.rtd_accuracy <= 1 and row.mlm_loss > 0
+    assert {"cos_E_G", "cos_E_D", "cos_E_delta", "xnli_zero-shot"} <= set(table.columns)
+
+
+def test_stage_names_are_checked(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["pipeline", str(small_recipe(tmp_path)), "--force", "tokeniser"])
