@@ -24,11 +24,12 @@ Contenders, all built from the same configs with the same seed, in train mode (d
 Before timing, the transformers-built steps are loaded with the weights of ``ours-no-emd``
 (GDES delta made non-zero) and must give the same losses on the same batch and masking/sampling
 seed in eval mode, fp32; the largest difference is reported. Timing and memory follow
-benchmarks/_timing.py: warm-up steps, interleaved rounds, medians; memory of a contender's second
-step in a fresh process, above what its weights, optimizer state and batch already hold.
+benchmarks/_timing.py: warm-up steps, interleaved rounds, medians of wall and CPU time (on a shared
+CPU, run with ``--threads 1`` and compare CPU times); memory of a contender's second step in a
+fresh process, above what its weights, optimizer state and batch already hold. On CUDA, MFU too.
 
 Usage: python benchmarks/pretrain_speed.py [--size xsmall] [--length 512] [--batch 2] [--rounds 5]
-       [--device cpu|cuda] [--dtype fp32|bf16] [--vocab-size 32000] [--json OUT]
+       [--device cpu|cuda] [--dtype fp32|bf16] [--vocab-size 32000] [--threads N] [--json OUT]
 """
 
 from __future__ import annotations
