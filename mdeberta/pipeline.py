@@ -310,7 +310,8 @@ class Pipeline:
             "# Embedding sharing compared\n\nPer run: the last validation in metrics.jsonl, the average cosine "
             "similarity of word-embedding pairs (DeBERTaV3's Table 1; `paper_*` are its base-size figures) and "
             "XNLI test accuracy (mean over seeds, averaged over languages).\n\n"
-            + table.to_markdown(index=False, floatfmt=".4f") + "\n", encoding="utf-8")
+            + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
+            + "\n", encoding="utf-8")
 
     def _summarise(self, results: list[StageResult]) -> None:
         table = pd.DataFrame([{"stage": r.label, "status": r.status, "time": _duration(r.elapsed_s),
@@ -361,7 +362,11 @@ def compare_sharing(runs: dict[str, tuple[Path, Path]], pairs: int = 100_000) ->
             for mean in results[results.row == "mean"].itertuples():
                 row[f"xnli_{mean.setting}"] = mean.avg
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    order = [c for c in table.columns if not c.startswith(("cos_", "paper_", "xnli_"))]
+    order += sorted(c for c in table.columns if c.startswith("cos_")) + \
+        sorted(c for c in table.columns if c.startswith("paper_")) + [c for c in table.columns if c.startswith("xnli_")]
+    return table[order]
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mdeberta.cli import main
-from mdeberta.pipeline import Pipeline, Recipe, compare_sharing
+from mdeberta.pipeline import Pipeline, Recipe
 from mdeberta.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,13 +193,22 @@ def test_forcing_a_stage_redoes_the_stages_after_it(chain, tmp_path):
     assert (workdir / "xnli" / "results.md").stat().st_mtime_ns != report
 
 
-def test_the_ablation_table_reads_metrics_embeddings_and_xnli(chain):
-    workdir = chain["workdir"]
-    table = compare_sharing({"gdes": (workdir / "pretrain", workdir / "xnli")}, pairs=500)
-    row = table.iloc[0]
-    assert row.sharing == "gdes" and row.step == 24
-    assert 0 <= row.rtd_accuracy <= 1 and row.mlm_loss > 0
-    assert {"cos_E_G", "cos_E_D", "cos_E_delta", "xnli_zero-shot"} <= set(table.columns)
+def test_the_ablation_compares_es_nes_gdes_on_one_corpus_and_tokenizer(chain, tmp_path):
+    workdir = tmp_path / "work"
+    for stage in ("corpus", "tokenizer"):
+        shutil.copytree(chain["workdir"] / stage, workdir / stage)
+    recipe = small_recipe(tmp_path, 'sharing = ["es", "nes", "gdes"]\n')
+    assert run_in_process(recipe, "--workdir", workdir) == 0
+    done = statuses(workdir)
+    assert done["corpus"] == done["tokenizer"] == "skipped"
+    assert {done[f"{stage} ({s})"] for stage in ("pretrain", "export", "xnli") for s in ("es", "nes", "gdes")} == {"done"}
+    table = pd.read_csv(workdir / "ablation.csv").set_index("sharing")
+    assert list(table.index) == ["es", "nes", "gdes"]
+    assert (table.step == 24).all() and table.rtd_accuracy.between(0, 1).all() and (table.mlm_loss > 0).all()
+    assert table.cos_E_delta.notna().tolist() == [False, False, True]  # E_delta exists under GDES only
+    assert table.cos_E_D.notna().tolist() == [False, True, True]  # under ES, E_D is E_G
+    assert table["xnli_zero-shot"].notna().all()
+    assert "cos_E_delta" in (workdir / "ablation.md").read_text()
 
 
 def test_stage_names_are_checked(tmp_path):
