@@ -87,7 +87,7 @@ class Recipe:
 
     @property
     def sharings(self) -> list[str]:
-        return self.pipeline.sharing or [self.pretrain.sharing]
+        return list(dict.fromkeys(self.pipeline.sharing)) or [self.pretrain.sharing]
 
     @property
     def xnli_settings(self) -> list[str]:
