@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..model import RTDModel, size_config
 from ..recipe import SettingsError, output_settings
-from .checkpoint import latest_checkpoint, load_model, load_training_state, save_checkpoint, saved_settings
+from .checkpoint import checkpoints, load_model, load_training_state, save_checkpoint, saved_settings
 from .data import PackedSequences, TokenStreams, validation_batches
 from .distributed import World
 from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
@@ -146,10 +146,14 @@ class Pretrainer:
         return contextlib.nullcontext
 
     def _restore(self) -> int:
-        checkpoint = latest_checkpoint(self.out / "checkpoints")
-        if checkpoint is None:
+        """The step to continue from; a finished run's weights are not even loaded."""
+        found = checkpoints(self.out / "checkpoints")
+        if not found:
             return 0
+        step, checkpoint = found[-1]
         check_resumable(checkpoint, self.settings)
+        if step >= self.settings.max_steps:
+            return step
         self.model.load_state_dict(load_model(checkpoint, self.settings.attention).state_dict())
         step, data_state = load_training_state(checkpoint, self.optimizer, self.scheduler)
         self.data.load_state_dict(data_state)
