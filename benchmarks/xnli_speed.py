@@ -92,7 +92,7 @@ def settings_for(batch: int):
 
 
 def ours_train(folder: Path, data, batch: int) -> float:
-    from mdeberta.xnli.runtime import start_runtime
+    from mdeberta.distributed import init_world
     from mdeberta.xnli.train import fine_tune
 
     model = load("ours", folder)
@@ -100,7 +100,7 @@ def ours_train(folder: Path, data, batch: int) -> float:
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
         fine_tune(model, _NoTokenizer(), data, dev, settings_for(batch), seed=1, workdir=Path(work),
-                  runtime=start_runtime("fp32"), identity={}, progress=False)
+                  runtime=init_world("fp32"), identity={}, progress=False)
         return len(data) / (time.perf_counter() - started)
 
 
@@ -138,12 +138,12 @@ def hf_train(folder: Path, data, batch: int, group_by_length: bool) -> float:
 
 
 def ours_eval(folder: Path, data, batch: int) -> float:
-    from mdeberta.xnli.runtime import start_runtime
+    from mdeberta.distributed import init_world
     from mdeberta.xnli.train import predict
 
     model = load("ours", folder)
     started = time.perf_counter()
-    predict(model, data, batch, start_runtime("fp32"), pad_id=0)
+    predict(model, data, batch, init_world("fp32"), pad_id=0)
     return len(data) / (time.perf_counter() - started)
 
 

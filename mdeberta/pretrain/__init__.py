@@ -6,7 +6,6 @@
     optim.py         AdamW parameter groups and the warm-up + linear-decay schedule
     checkpoint.py    step-N folders: weights, optimizer, scheduler, RNG, data position, settings
     metrics.py       RTD AUC, FLOPs/MFU, metrics.jsonl (+ TensorBoard)
-    distributed.py   torchrun process groups
     export.py        checkpoint -> transformers discriminator/ and generator/
     analyze.py       Table 1: average cosine similarity of E_G, E_D, E_delta
     stage.py         `mdeberta pretrain run`: tokenize, then train

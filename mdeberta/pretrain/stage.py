@@ -6,9 +6,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..distributed import close_world, init_world
 from ..manifest import write_json_atomic, write_manifest
 from ..recipe import output_settings
-from .distributed import close_world, init_world
 from .settings import PretrainSettings
 from .tokens import tokenize_corpus
 from .train import Pretrainer
@@ -18,7 +18,7 @@ def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, o
                     progress: bool = True) -> int:
     started = time.time()
     out = Path(out)
-    world = init_world()
+    world = init_world(settings.precision)
     try:
         tokens = out / "tokens"
         if world.is_main:

@@ -21,12 +21,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..distributed import World
 from ..errors import UserError
 from ..model import RTDModel, size_config
 from ..recipe import SettingsError, output_settings
 from .checkpoint import checkpoints, load_model, load_training_state, save_checkpoint, saved_settings
 from .data import PackedSequences, TokenStreams, validation_batches
-from .distributed import World
 from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
 from .optim import build_optimizer, build_scheduler
 from .settings import PretrainSettings
@@ -135,16 +135,9 @@ class Pretrainer:
         self.model = build_model(settings, self.inventory).to(world.device)
         self.optimizer = build_optimizer(self.model, settings, world.device)
         self.scheduler = build_scheduler(self.optimizer, settings)
-        self.autocast = self._autocast()
         self.stop_signal: int | None = None
 
     # ---------------------------------------------------------------- setup
-    def _autocast(self):
-        device, precision = self.world.device, self.settings.precision
-        if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-            return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext
-
     def _restore(self) -> int:
         """The step to continue from; a finished run's weights are not even loaded."""
         found = checkpoints(self.out / "checkpoints")
@@ -247,7 +240,7 @@ class Pretrainer:
             ids = micro.to(self.world.device, non_blocking=True)
             syncing = index == len(micro_batches) - 1 or not self.world.distributed
             with contextlib.nullcontext() if syncing else model.no_sync():
-                with self.autocast():
+                with self.world.autocast():
                     out = model(ids, torch.ones_like(ids))
                 (out.loss / len(micro_batches)).backward()
             interval.add(out)
@@ -286,7 +279,7 @@ class Pretrainer:
         for index, batch in enumerate(self.valid_batches):
             torch.manual_seed(micro_batch_seed(self.settings.seed, VALID, index))
             ids = batch.to(self.world.device)
-            with self.autocast():
+            with self.world.autocast():
                 out = self.model(ids, torch.ones_like(ids))
             interval.add(out)
             logits.append(out.rtd_logits)

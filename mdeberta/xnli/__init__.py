@@ -3,7 +3,6 @@
     data.py      readers: facebook/xnli (hub, cache or saved), XNLI-1.0 and XNLI-MT-1.0 TSVs
     batching.py  tokenised pairs, length-grouped batches, DDP shards
     train.py     the fine-tuning loop, evaluation, best-checkpoint selection, resume
-    runtime.py   device, precision and torchrun process group
     stage.py     `mdeberta xnli run`: everything above per seed, then the report
     report.py    results.csv|json|md and xnli.png from saved predictions
 """

@@ -23,7 +23,7 @@ from ..recipe import output_settings
 from .batching import Encoded, concat, encode
 from .data import LABELS, open_source, read_split
 from .report import PREDICTIONS, run_info_path, write_predictions, write_report
-from .runtime import Runtime, start_runtime
+from ..distributed import World, init_world
 from .settings import XnliSettings
 from .train import BEST, STATE, ResumeMismatchError, accuracy, fine_tune, predict
 
@@ -34,7 +34,7 @@ class ModelLoadError(UserError):
     pass
 
 
-def _log(message: str, runtime: Runtime | None = None) -> None:
+def _log(message: str, runtime: World | None = None) -> None:
     """Progress messages, from process 0 only under torchrun."""
     if runtime is None or runtime.is_main:
         print(message, file=sys.stderr, flush=True)
@@ -96,7 +96,7 @@ class XnliRun:
         started = time.time()
         inputs = [{"model": self.model, "data": self.data}]
         settings = output_settings(self.settings)
-        runtime = start_runtime(self.settings.precision)
+        runtime = init_world(self.settings.precision)
         if not force and is_complete(self.out, inputs, settings):
             _log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
                  "(--force redoes it)", runtime)
@@ -129,7 +129,7 @@ class XnliRun:
         shutil.rmtree(self.out / self.settings.setting, ignore_errors=True)
         shutil.rmtree(self.out / PREDICTIONS / self.settings.setting, ignore_errors=True)
 
-    def _read(self, tokenizer, runtime: Runtime) -> tuple[Encoded, dict[tuple[str, str], Encoded]]:
+    def _read(self, tokenizer, runtime: World) -> tuple[Encoded, dict[tuple[str, str], Encoded]]:
         """Training pairs (English, or the union of every language's) and every dev/test set."""
         reader = open_source(self.data)
         s = self.settings
@@ -143,7 +143,7 @@ class XnliRun:
         return train, evaluation
 
     def _run_seed(self, seed: int, tokenizer, train: Encoded, selection_sets: dict, evaluation: dict,
-                  runtime: Runtime) -> None:
+                  runtime: World) -> None:
         started = time.time()
         workdir = self._workdir(seed)
         workdir.mkdir(parents=True, exist_ok=True)

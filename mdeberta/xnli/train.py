@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..errors import UserError
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
-from .runtime import Runtime
+from ..distributed import World
 from .settings import XnliSettings
 
 STATE = "state.pt"
@@ -41,11 +41,11 @@ class Selection:
     best_score: float = -1.0
 
 
-def predict(model, data: Encoded, batch_size: int, runtime: Runtime, pad_id: int) -> list[int]:
+def predict(model, data: Encoded, batch_size: int, runtime: World, pad_id: int) -> list[int]:
     """Predicted label ids in the order of ``data``; the set is length-sorted, so a batch pads
     only to its own longest pair, and split between the processes."""
     model.eval()
-    batches = sorted_batches(data.lengths(), batch_size)[runtime.rank::runtime.world]
+    batches = sorted_batches(data.lengths(), batch_size)[runtime.rank::runtime.size]
     found: list[tuple[int, int]] = []
     # no_grad rather than inference_mode: the encoder caches position indices per length, and an
     # inference tensor in that cache would break the next training step at that length.
@@ -66,7 +66,7 @@ def accuracy(predictions, labels) -> float:
     return sum(p == y for p, y in zip(predictions, labels)) / len(labels)
 
 
-def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtime: Runtime,
+def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtime: World,
                     pad_id: int) -> tuple[float, dict[str, float]]:
     """Mean accuracy over the selection dev sets (English alone for zero-shot)."""
     scores = {lang: accuracy(predict(model, data, batch_size, runtime, pad_id), data.labels)
@@ -118,16 +118,16 @@ def _set_rng_state(state: dict) -> None:
 
 
 def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], settings: XnliSettings, seed: int,
-              workdir: Path, runtime: Runtime, identity: dict, progress: bool = True) -> Selection:
+              workdir: Path, runtime: World, identity: dict, progress: bool = True) -> Selection:
     """Trains ``model`` in place; returns the evaluations with the best one, whose weights are
     in ``workdir/best``. ``identity`` (model, data, settings) must match a state to resume it."""
     torch.manual_seed(seed)
     random.seed(seed)
     pad_id = tokenizer.pad_token_id or 0
     model.to(runtime.device)
-    steps_per_epoch = len(_epoch_batches(train, settings, seed, 0, runtime.world))
+    steps_per_epoch = len(_epoch_batches(train, settings, seed, 0, runtime.size))
     if steps_per_epoch == 0:
-        raise UserError(f"{len(train)} training pairs cannot feed {runtime.world} processes")
+        raise UserError(f"{len(train)} training pairs cannot feed {runtime.size} processes")
     total = max(1, round(steps_per_epoch * settings.epochs))
     optimizer = _optimizer(model, settings, runtime.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps(total), total)
@@ -145,7 +145,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         _set_rng_state(state["rng"])
         selection, step = state["selection"], state["step"]
 
-    trained = DistributedDataParallel(model) if runtime.world > 1 else model
+    trained = DistributedDataParallel(model) if runtime.size > 1 else model
     bar = tqdm(total=total, initial=step, desc=f"seed {seed}", unit="step", disable=not (progress and runtime.is_main),
                dynamic_ncols=True)
     epoch, batches = -1, []
@@ -153,9 +153,9 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
     while step < total:
         if step // steps_per_epoch != epoch:
             epoch = step // steps_per_epoch
-            batches = _epoch_batches(train, settings, seed, epoch, runtime.world)
+            batches = _epoch_batches(train, settings, seed, epoch, runtime.size)
         indices = batches[step % steps_per_epoch]
-        batch = collate(train, shard(indices, runtime.rank, runtime.world), pad_id, runtime.device)
+        batch = collate(train, shard(indices, runtime.rank, runtime.size), pad_id, runtime.device)
         trained.train()
         with runtime.autocast():
             loss = trained(**batch).loss
@@ -181,7 +181,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
 
 
 def _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection: Selection, step: int, workdir: Path,
-                       runtime: Runtime, pad_id: int, bar) -> None:
+                       runtime: World, pad_id: int, bar) -> None:
     score, per_language = selection_score(model, dev_sets, settings.eval_batch_size, runtime, pad_id)
     selection.history.append({"step": step, "score": score, "dev": per_language})
     if score > selection.best_score:

@@ -15,7 +15,7 @@ from mdeberta.corpora.prepare import CorpusStage
 from mdeberta.corpora.settings import CorpusSettings
 from mdeberta.pretrain.analyze import embedding_statistics
 from mdeberta.pretrain.checkpoint import latest_checkpoint
-from mdeberta.pretrain.distributed import World
+from mdeberta.distributed import World
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.pretrain.tokens import tokenize_corpus
 from mdeberta.pretrain.train import Pretrainer

@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 
 import pandas as pd
 import pyarrow.parquet as pq

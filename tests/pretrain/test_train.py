@@ -20,7 +20,7 @@ from mdeberta import model as ours
 from mdeberta.cli import main
 from mdeberta.pretrain.analyze import embedding_statistics
 from mdeberta.pretrain.checkpoint import latest_checkpoint, load_model
-from mdeberta.pretrain.distributed import World
+from mdeberta.distributed import World
 from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.pretrain.tokens import tokenize_corpus

@@ -1,4 +1,5 @@
-"""Process-group setup for torchrun: one process per GPU (NCCL), or per CPU worker (gloo).
+"""Where a stage runs: one process, or one of several started by torchrun (one per GPU with NCCL,
+or per CPU worker with gloo). Shared by the pretraining and XNLI stages.
 
 Without torchrun's environment the run is a single process and nothing here costs anything.
 """
@@ -6,6 +7,7 @@ Without torchrun's environment the run is a single process and nothing here cost
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +23,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    precision: str = "fp32"  # bf16 or fp32, resolved from a stage's "auto" by init_world
     patient_group: object = None  # a gloo group whose barrier waits for hours (see wait_for_main)
 
     @property
@@ -30,6 +33,11 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
+
+    def autocast(self):
+        if self.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def barrier(self) -> None:
         if self.distributed:
@@ -49,6 +57,22 @@ class World:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def gather(self, items: list) -> list:
+        """Every process' ``items``, concatenated in rank order."""
+        if not self.distributed:
+            return items
+        parts = [None] * self.size
+        dist.all_gather_object(parts, items)
+        return [item for part in parts for item in part]
+
+    def broadcast(self, value):
+        """Process 0's ``value`` everywhere (e.g. whether the last evaluation was the best)."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         if self.distributed:
             values = values.clone()
@@ -57,8 +81,9 @@ class World:
         return values
 
 
-def init_world() -> World:
-    """Reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK; picks the local GPU when there is one."""
+def init_world(precision: str = "auto") -> World:
+    """Reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK; picks the local GPU when there is one.
+    ``precision`` auto means bf16 autocast on CUDA and fp32 on CPU."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -72,7 +97,10 @@ def init_world() -> World:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         patient_group = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
-    return World(rank=rank, size=size, local_rank=local_rank, device=device, patient_group=patient_group)
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return World(rank=rank, size=size, local_rank=local_rank, device=device, precision=precision,
+                 patient_group=patient_group)
 
 
 def close_world(world: World) -> None:
