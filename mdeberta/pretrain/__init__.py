@@ -3,7 +3,6 @@
     tokens.py        corpus shards -> per-language uint32 token streams + held-out slice (once)
     data.py          packed [CLS] ... [SEP] sequences, languages drawn by p_i^alpha, resumable position
     train.py         the loop: accumulation, clipping, AdamW, DDP, validation, signals, exact resume
-    optim.py         AdamW parameter groups and the warm-up + linear-decay schedule
     checkpoint.py    step-N folders: weights, optimizer, scheduler, RNG, data position, settings
     metrics.py       RTD AUC, FLOPs/MFU, metrics.jsonl (+ TensorBoard)
     export.py        checkpoint -> transformers discriminator/ and generator/

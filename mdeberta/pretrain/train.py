@@ -20,15 +20,16 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
 
 from ..distributed import World
 from ..errors import UserError
+from ..optim import adamw
 from ..model import RTDModel, size_config
 from ..recipe import SettingsError, output_settings
 from .checkpoint import checkpoints, load_model, load_training_state, save_checkpoint, saved_settings
 from .data import PackedSequences, TokenStreams, validation_batches
 from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
-from .optim import build_optimizer, build_scheduler
 from .settings import PretrainSettings
 from .tokens import TokenInventory
 
@@ -133,8 +134,9 @@ class Pretrainer:
             raise SettingsError(f"batch_size ({settings.batch_size}) must be a multiple of micro_batch_size "
                                 f"({self.micro}) x processes ({world.size})")
         self.model = build_model(settings, self.inventory).to(world.device)
-        self.optimizer = build_optimizer(self.model, settings, world.device)
-        self.scheduler = build_scheduler(self.optimizer, settings)
+        self.optimizer = adamw(self.model, settings.learning_rate, settings.weight_decay, world.device,
+                               settings.adam_betas, settings.adam_eps)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, settings.warmup_steps, settings.max_steps)
         self.stop_signal: int | None = None
 
     # ---------------------------------------------------------------- setup

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..errors import UserError
+from ..optim import adamw
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
 from ..distributed import World
 from .settings import XnliSettings
@@ -74,14 +75,6 @@ def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtim
     return sum(scores.values()) / len(scores), scores
 
 
-def _optimizer(model, settings: XnliSettings, device: torch.device) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for param in model.parameters():
-        (no_decay if param.ndim < 2 else decay).append(param)  # biases and LayerNorm weights
-    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=settings.lr, fused=device.type == "cuda")
-
-
 def _epoch_batches(data: Encoded, settings: XnliSettings, seed: int, epoch: int, world: int) -> list[list[int]]:
     """A batch smaller than the number of processes would leave one idle: dropped (< world pairs)."""
     batches = length_grouped_batches(data.lengths(), settings.batch_size, seed, epoch)
@@ -129,7 +122,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
     if steps_per_epoch == 0:
         raise UserError(f"{len(train)} training pairs cannot feed {runtime.size} processes")
     total = max(1, round(steps_per_epoch * settings.epochs))
-    optimizer = _optimizer(model, settings, runtime.device)
+    optimizer = adamw(model, settings.lr, settings.weight_decay, runtime.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps(total), total)
     selection, step = Selection(), 0
 

@@ -82,8 +82,8 @@ def test_a_few_steps_give_finite_losses_and_a_checkpoint(tokens, tokenizer, tmp_
         assert all(math.isfinite(record[key]) for key in ("loss", "mlm_loss", "rtd_loss", "grad_norm"))
         assert 0 < record["masked_fraction"] < 0.2 and record["replaced_fraction"] <= record["masked_fraction"]
         assert record["tokens_per_s"] > 0
-    # Warm-up over 2 steps, then linear decay that reaches zero after the last step (4).
-    assert [r["lr"] for r in train_records] == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4])
+    # transformers' schedule: warm-up from 0 over 2 steps, then linear decay to 0 at step 4.
+    assert [r["lr"] for r in train_records] == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])
     checkpoint = latest_checkpoint(tmp_path / "checkpoints")
     assert checkpoint.name == "step-4"
     assert {"model.safetensors", "model.json", "training_state.pt", "data_state.json", "settings.json",
