@@ -26,7 +26,7 @@ from tests.pretrain.test_train import records
 
 pytestmark = pytest.mark.skipif(not UDHR.is_dir(), reason=f"UDHR sample not found at {UDHR} (set MDEBERTA_UDHR)")
 
-SETTINGS = PretrainSettings(size="tiny", batch_size=16, micro_batch_size=16, max_seq_length=64, max_steps=300,
+SETTINGS = PretrainSettings(size="tiny", batch_size=16, micro_batch_size=16, max_seq_length=64, max_steps=500,
                             warmup_steps=10, learning_rate=3e-3, log_every=20, eval_every=0, eval_sequences=64,
                             checkpoint_every=1000)
 
