@@ -47,11 +47,12 @@ from torch import nn
 
 from mdeberta.model import RTDModel, size_config
 from mdeberta.model.rtd import choose_masked_positions, sample_replacements
+from mdeberta.optim import adamw
+from mdeberta.pretrain.metrics import peak_flops, training_flops_per_token
 
 CONTENDERS = ("transformers", "transformers-masked-head", "ours", "ours-no-emd")
 SPECIAL_TOKEN_IDS = (0, 1, 2)  # [PAD], [CLS], [SEP]
 MASK_RATE, RTD_WEIGHT = 0.15, 50.0
-PEAK_BF16_FLOPS = 989e12  # H100 / H200 SXM, dense bf16
 
 
 class Losses(NamedTuple):
@@ -149,14 +150,6 @@ def build(contender: str, size: str, vocab_size: int, **overrides) -> nn.Module:
                     enhanced_mask_decoder=contender == "ours")
 
 
-def adamw(model: nn.Module, device: str) -> torch.optim.AdamW:
-    """The pretraining optimizer: no weight decay on biases and LayerNorm weights (1-D tensors)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=True)
-
-
 def batch(rows: int, length: int, vocab_size: int, device: str):
     """Packed sequences ([CLS] ... [SEP], no padding) of random ordinary tokens."""
     g = torch.Generator().manual_seed(1)
@@ -171,7 +164,9 @@ class Trainer:
     def __init__(self, contender: str, args, batch):
         self.batch = batch
         self.model = build(contender, args.size, args.vocab_size).to(args.device).train()
-        self.optimizer = adamw(self.model, args.device)
+        # Fused on every device, the same for every contender.
+        self.optimizer = adamw(self.model, 1e-4, 0.01, torch.device(args.device), betas=(0.9, 0.98), eps=1e-6,
+                               fused=True)
         self.rng = torch.Generator(device=args.device).manual_seed(2)
         self.device, self.bf16 = args.device, args.dtype == "bf16"
 
@@ -207,25 +202,6 @@ def check_parity(args, ids, mask) -> float:
         del peer
     assert worst <= 1e-4, f"transformers-built step disagrees with ours by {worst:.2e}"
     return worst
-
-
-def model_flops(args, masked_tokens: int) -> float:
-    """Model FLOPs of one step (forward + backward = 3x forward): 2 x weights x tokens for every
-    encoder matrix, Q.K^T and attention x V, the c2p/p2c GEMMs against the 2 x 256 relative
-    table and its key/query projections, the RTD head at every token, and the LM head (transform
-    and the vocabulary projection) at the masked positions only. Not counted: the Enhanced Mask
-    Decoder's extra passes, embeddings, norms, softmax."""
-    discriminator_config, generator_config = configs(args.size, args.vocab_size)
-    hidden, ffn, span = discriminator_config.hidden_size, discriminator_config.intermediate_size, 256
-    tokens, length = args.batch * args.length, args.length
-    layers = discriminator_config.num_hidden_layers + generator_config.num_hidden_layers
-    per_layer = (2 * (4 * hidden * hidden + 2 * hidden * ffn) * tokens  # projections and FFN
-                 + 2 * 2 * length * hidden * tokens  # Q.K^T and attention x V
-                 + 2 * 2 * (2 * span) * hidden * tokens  # c2p, p2c
-                 + 2 * 2 * (2 * span) * hidden * hidden)  # PosK, PosQ projections
-    heads = (2 * hidden * hidden * tokens  # RTD head dense (its classifier is negligible)
-             + 2 * (hidden * hidden + hidden * args.vocab_size) * masked_tokens)
-    return 3 * (layers * per_layer + heads)
 
 
 def measure_memory(args) -> None:
@@ -293,8 +269,9 @@ def main() -> None:
                                   args.device, warmup=args.warmup)
     del trainers
     memory = {name: memory_in_child(name, args) for name in contenders}
-    masked_tokens = int(choose_masked_positions(ids > 2, MASK_RATE).sum())
-    flops = model_flops(args, masked_tokens)
+    # The model FLOPs pretraining reports MFU with (mdeberta.pretrain.metrics).
+    flops = training_flops_per_token(*configs(args.size, args.vocab_size), args.length, MASK_RATE) * tokens
+    peak = peak_flops(torch.device(args.device)) if args.dtype == "bf16" else None
     baseline = medians.get("transformers")
     rows = []
     for name in contenders:
@@ -307,8 +284,7 @@ def main() -> None:
                "cpu_speed_vs_transformers": baseline.cpu / cpu if baseline else None,
                "step_memory_vs_transformers": (memory[name]["peak_step_bytes"] / memory["transformers"]["peak_step_bytes"]
                                                if baseline else None),
-               "mfu": flops / wall / PEAK_BF16_FLOPS if args.device == "cuda" and args.dtype == "bf16"
-               else None}
+               "mfu": flops / wall / peak if peak else None}
         rows.append(row)
         print(_format(row), flush=True)
     if args.json:
