@@ -65,11 +65,17 @@ class MetricsLog:
             self.tensorboard = None
 
     def _drop_after(self, step: int) -> None:
-        """A resumed run repeats the steps after its checkpoint; their old records go."""
+        """A resumed run repeats the steps after its checkpoint; their old records go, and so
+        does a line cut short by the kill that interrupted the run."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:
+                continue
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def write(self, record: dict) -> None:

@@ -98,6 +98,8 @@ def test_stopping_and_resuming_gives_the_same_parameters(tokens, tokenizer, tmp_
         signal_after(patch, 3)
         assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6) == 143
     assert latest_checkpoint(tmp_path / "resumed/checkpoints").name == "step-3"
+    with (tmp_path / "resumed/metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 4, "lo')  # a record cut short by the kill
     assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6) == 0
     straight, resumed = weights(tmp_path / "straight/checkpoints/step-6"), weights(tmp_path / "resumed/checkpoints/step-6")
     assert straight.keys() == resumed.keys()
