@@ -97,7 +97,9 @@ def peak_step_bytes(step: Callable[[], object], device: str) -> tuple[int, int]:
 
 def json_from_child(command: list[str]) -> dict:
     """Run a benchmark's child process; its last line of output is a JSON object."""
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"benchmark child failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

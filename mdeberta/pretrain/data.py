@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..tokenizer.sampling import language_shares
 from .tokens import (
     TOKEN_DTYPE,
     TokenInventory,
@@ -61,8 +62,10 @@ class TokenStreams:
         tokens = {}
         for lang in langs or available:
             path = stream_path(tokens_dir, lang, split)
-            if not path.is_file() or not index_path(tokens_dir, lang, split).is_file():
-                raise TokenStreamsError(f"{path}: missing; rerun `mdeberta pretrain run` to tokenize the corpus again")
+            for required in (path, index_path(tokens_dir, lang, split)):
+                if not required.is_file():
+                    raise TokenStreamsError(f"{required}: missing; rerun `mdeberta pretrain run` to tokenize "
+                                            "the corpus again")
             if path.stat().st_size % np.dtype(TOKEN_DTYPE).itemsize:
                 raise TokenStreamsError(f"{path}: truncated (not whole uint32 tokens); delete {tokens_dir} "
                                         "and rerun `mdeberta pretrain run`")
@@ -74,10 +77,9 @@ class TokenStreams:
 
 
 def language_probabilities(sizes: dict[str, int], alpha: float) -> np.ndarray:
-    """q_i = p_i^alpha / sum_j p_j^alpha with p_i = n_i / sum n, in the order of ``sizes``."""
-    counts = np.array(list(sizes.values()), dtype=np.float64)
-    weights = (counts / counts.sum()) ** alpha
-    return weights / weights.sum()
+    """q_i = p_i^alpha / sum_j p_j^alpha with p_i = n_i / sum n (the tokenizer sample's rule), in
+    the order of ``sizes``."""
+    return np.array(list(language_shares(sizes, alpha)[1].values()), dtype=np.float64)
 
 
 def read_circular(stream: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -109,9 +111,6 @@ class PackedSequences:
     @property
     def content_length(self) -> int:
         return self.seq_len - 2
-
-    def shares(self) -> dict[str, float]:
-        return dict(zip(self.langs, self.probabilities.tolist()))
 
     def draw_languages(self, batch: int, size: int) -> np.ndarray:
         """Language positions of global batch number ``batch``: a function of (seed, batch) only."""

@@ -97,16 +97,6 @@ class TokenInventory:
     tokenizer: dict  # spm.model fingerprint
     validation_fraction: float
 
-    def path(self, lang: str, split: str = "train") -> Path:
-        return stream_path(self.out, lang, split)
-
-    def index_path(self, lang: str, split: str = "train") -> Path:
-        return index_path(self.out, lang, split)
-
-    @property
-    def tokens(self) -> int:
-        return sum(lang.tokens for lang in self.languages.values())
-
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("out")
@@ -341,13 +331,18 @@ def _reusable(out: Path, fingerprints: dict, tokenizer_print: dict, fraction: fl
         return None
     same = (inventory.tokenizer == tokenizer_print and inventory.validation_fraction == fraction
             and {lang: row.shards for lang, row in inventory.languages.items()} == fingerprints)
-    files = all(inventory.path(lang, split).is_file() for lang in inventory.languages for split in ("train", VALID))
+    files = all(path.is_file() for lang in inventory.languages for split in ("train", VALID)
+                for path in (stream_path(out, lang, split), index_path(out, lang, split)))
     return inventory if same and files else None
 
 
 def _special_ids(model: Path) -> dict:
     """Ids of the special tokens as the tokenizer stage placed them; [MASK] follows the pieces."""
-    sp = spm.SentencePieceProcessor(model_file=str(model))
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(model))
+    except (RuntimeError, OSError):
+        raise TokenizerModelError(f"{model}: not a readable SentencePiece model; train the tokenizer again with "
+                                  "`mdeberta tokenizer train`") from None
     ids = {"pad_id": sp.pad_id(), "cls_id": sp.bos_id(), "sep_id": sp.eos_id(), "unk_id": sp.unk_id()}
     missing = [name for name, value in ids.items() if value < 0]
     if missing:

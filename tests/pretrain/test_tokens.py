@@ -14,6 +14,7 @@ import sentencepiece as spm
 
 from mdeberta.errors import UserError
 from mdeberta.pretrain import tokens
+from mdeberta.pretrain.data import TokenStreams
 from mdeberta.pretrain.tokens import (
     INVENTORY,
     SHARDS,
@@ -155,6 +156,7 @@ def test_a_shard_without_text_is_named(corpus, tokenizer, tmp_path):
     ("no corpus", "corpus not found"),
     ("no shards", "no <lang>/part-"),
     ("no spm.model", "no spm.model"),
+    ("damaged spm.model", "not a readable SentencePiece model"),
     ("unknown language", "no shards for language"),
     ("bad fraction", "validation fraction"),
 ])
@@ -167,12 +169,25 @@ def test_bad_inputs_are_user_errors(case, message, corpus, tokenizer, tmp_path):
         (tmp_path / "empty" / "en").mkdir(parents=True)
     elif case == "no spm.model":
         options["tokenizer"] = tmp_path
+    elif case == "damaged spm.model":
+        options["tokenizer"] = tmp_path / "damaged"
+        options["tokenizer"].mkdir()
+        (options["tokenizer"] / "spm.model").write_bytes((tokenizer / "spm.model").read_bytes()[:1000])
     elif case == "unknown language":
         options["langs"] = ["en", "xx"]
     elif case == "bad fraction":
         options["validation_fraction"] = 1.0
     with pytest.raises(UserError, match=message):
         tokenize_corpus(progress=False, workers=1, **options)
+
+
+def test_a_missing_index_is_named_and_the_rerun_rebuilds_it(corpus, tokenizer, tmp_path):
+    tokenize(corpus, tokenizer, tmp_path / "tokens")
+    (tmp_path / "tokens" / "en.idx.npy").unlink()
+    with pytest.raises(UserError, match="en.idx.npy: missing"):
+        TokenStreams.open(tmp_path / "tokens")
+    tokenize(corpus, tokenizer, tmp_path / "tokens")
+    assert (tmp_path / "tokens" / "en.idx.npy").is_file()
 
 
 def test_inventory_lists_the_sources(corpus, tokenizer, tmp_path):
