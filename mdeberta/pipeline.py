@@ -83,7 +83,9 @@ class Recipe:
         if unknown:
             raise SettingsError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; a recipe has "
                                 f"{', '.join(sections)}")
-        return cls(path, **{name: build_settings(kind, path, name) for name, kind in sections.items()})
+        recipe = cls(path, **{name: build_settings(kind, path, name) for name, kind in sections.items()})
+        recipe.xnli_runs()  # each XNLI setting's settings are checked now, not after pretraining
+        return recipe
 
     @property
     def sharings(self) -> list[str]:
@@ -92,6 +94,10 @@ class Recipe:
     @property
     def xnli_settings(self) -> list[str]:
         return self.pipeline.xnli_settings or [self.xnli.setting]
+
+    def xnli_runs(self) -> dict[str, XnliSettings]:
+        """The [xnli] settings once per XNLI setting to run (``replace`` re-runs their validation)."""
+        return {name: replace(self.xnli, setting=name) for name in self.xnli_settings}
 
 
 @dataclass
@@ -235,8 +241,7 @@ class Pipeline:
             raise PipelineError(f"{discriminator}: no exported model; run the export stage first")
         runs = [out / name for name in self.recipe.xnli_settings]
         before = _manifest_state(*(run / MANIFEST for run in runs))
-        for name, run_dir in zip(self.recipe.xnli_settings, runs):
-            settings = replace(self.recipe.xnli, setting=name)
+        for settings, run_dir in zip(self.recipe.xnli_runs().values(), runs):
             status = XnliRun(settings, str(discriminator), self.recipe.pipeline.xnli_data, run_dir,
                              self.progress).run(force=redo)
             if status:

@@ -68,10 +68,6 @@ def concat(parts: list[Encoded]) -> Encoded:
                    np.concatenate([p.labels for p in parts]))
 
 
-def batches_per_epoch(examples: int, batch_size: int) -> int:
-    return -(-examples // batch_size)
-
-
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     rng = random.Random(f"{seed}-{epoch}")
     order = list(range(len(lengths)))

@@ -17,8 +17,6 @@ from ..errors import UserError
 
 LABELS = ("entailment", "neutral", "contradiction")
 LABEL_IDS = {name: i for i, name in enumerate(LABELS)} | {"contradictory": 2}
-SPLITS = ("train", "dev", "test")
-COLUMNS = ["premise", "hypothesis", "label"]
 DEFAULT_DATA = "facebook/xnli"
 
 

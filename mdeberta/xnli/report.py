@@ -98,6 +98,10 @@ def _with_summaries(runs: pd.DataFrame) -> pd.DataFrame:
 
 def load_published(path: Path = PUBLISHED, models=COMPARED) -> pd.DataFrame:
     table = pd.read_csv(path)
+    absent = [column for column in ("model", "setting", *XNLI_LANGUAGES) if column not in table.columns]
+    if absent:
+        raise ReportError(f"{path}: no column {', '.join(absent)}; a published-results CSV has model, setting "
+                          "and one column per XNLI language (see eval/xnli_published.csv)")
     missing = set(models) - set(table.model)
     if missing:
         raise ReportError(f"{path}: no published rows for {', '.join(sorted(missing))} "

@@ -23,7 +23,7 @@ from ..recipe import output_settings
 from .batching import Encoded, concat, encode
 from .data import LABELS, open_source, read_split
 from .report import PREDICTIONS, run_info_path, write_predictions, write_report
-from ..distributed import World, init_world
+from ..distributed import World, close_world, init_world
 from .settings import XnliSettings
 from .train import BEST, STATE, ResumeMismatchError, accuracy, fine_tune, predict
 
@@ -97,6 +97,12 @@ class XnliRun:
         inputs = [{"model": self.model, "data": self.data}]
         settings = output_settings(self.settings)
         runtime = init_world(self.settings.precision)
+        try:
+            return self._run(runtime, inputs, settings, started, force)
+        finally:
+            close_world(runtime)
+
+    def _run(self, runtime: World, inputs: list[dict], settings: dict, started: float, force: bool) -> int:
         if not force and is_complete(self.out, inputs, settings):
             _log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
                  "(--force redoes it)", runtime)
@@ -152,6 +158,11 @@ class XnliRun:
         if len(tokenizer) > classifier.config.vocab_size:
             raise ModelLoadError(f"--model {self.model}: the tokenizer has {len(tokenizer):,} tokens but the model "
                                  f"embeds only {classifier.config.vocab_size:,}")
+        if len(tokenizer) < classifier.config.vocab_size // 2:
+            # transformers falls back to a near-empty tokenizer when a folder has none: all [UNK].
+            raise ModelLoadError(f"--model {self.model}: its tokenizer has only {len(tokenizer):,} tokens for "
+                                 f"{classifier.config.vocab_size:,} embedding rows; put the tokenizer files "
+                                 "(spm.model, tokenizer.json, tokenizer_config.json) beside the model")
         identity = {**self.identity, "seed": seed}
         selection = fine_tune(classifier, tokenizer, train, selection_sets, self.settings, seed, workdir, runtime,
                               identity, self.progress)

@@ -161,7 +161,8 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         step += 1
         seen += len(indices)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", ex_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if not bar.disable and step % 10 == 0:  # .item() waits for the device: not every step
+            bar.set_postfix(loss=f"{loss.item():.3f}", ex_s=f"{seen / (time.perf_counter() - started):.1f}")
         if step % settings.eval_every == 0 or step == total:
             _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection, step, workdir, runtime, pad_id, bar)
             if runtime.is_main:
