@@ -132,15 +132,21 @@ def test_finished_run_is_not_redone(zero_shot, tiny_model, releases, capsys):
     (["--languages", "en,xx"], "languages: xx not in XNLI"),
     (["--setting", "translate-train-all", "--languages", "fr,yo"], "languages: yo not in XNLI"),
     (["--data", "{partial}"], "multinli.train.en.tsv; it does not exist"),
+    (["--model", "{weights_only}"], "put the tokenizer files"),
 ])
 def test_bad_input_is_one_line(args, message, tiny_model, releases, tmp_path, capsys):
+    weights_only = tmp_path / "weights-only"  # a model folder without its tokenizer files
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (weights_only / name).write_bytes((tiny_model / name).read_bytes())
     partial = tmp_path / "partial"
     (partial / "XNLI-1.0").mkdir(parents=True)
     for name in ("xnli.dev.tsv", "xnli.test.tsv"):
         (partial / "XNLI-1.0" / name).write_bytes((releases / "XNLI-1.0" / name).read_bytes())
     given = dict(zip(args[::2], args[1::2]))
     full = {"--model": str(tiny_model), "--data": str(releases), "--out": str(tmp_path / "out"), **given}
-    flat = [str(v).format(tmp=tmp_path, partial=partial) for kv in full.items() for v in kv]
+    places = {"tmp": tmp_path, "partial": partial, "weights_only": weights_only}
+    flat = [str(v).format(**places) for kv in full.items() for v in kv]
     assert run_cli(*flat) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mdeberta: error: ") and message.format(tmp=tmp_path) in err[-1]
