@@ -15,17 +15,16 @@ is always whole. The oldest are deleted beyond ``keep``.
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import safetensors.torch
 import torch
 from transformers import DebertaV2Config
 
+from ..distributed import restore_rng_states, rng_states
 from ..errors import UserError
 from ..manifest import write_json_atomic
 from ..model import RTDModel
@@ -69,22 +68,6 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _rng_states() -> dict:
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [name, keys.tolist(), position, has_gauss, cached], "python": random.getstate()}
-
-
-def _restore_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    name, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
-    random.setstate(states["python"])
-
-
 def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler, data_state: dict,
                     settings, tokenizer: Path, keep: int) -> Path:
     final = root / f"step-{step}"
@@ -94,7 +77,7 @@ def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler
     safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
     write_json_atomic(tmp / "model.json", rtd_description(model))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_states()}, tmp / "training_state.pt")
+                "rng": rng_states()}, tmp / "training_state.pt")
     write_json_atomic(tmp / "data_state.json", data_state)
     write_json_atomic(tmp / "settings.json", asdict(settings))
     (tmp / "tokenizer").mkdir()
@@ -134,7 +117,7 @@ def load_training_state(checkpoint: Path, optimizer, scheduler) -> tuple[int, di
     state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _restore_rng_states(state["rng"])
+    restore_rng_states(state["rng"])
     data_state = json.loads(_require(checkpoint, "data_state.json").read_text(encoding="utf-8"))
     return state["step"], data_state
 

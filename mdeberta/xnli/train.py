@@ -23,7 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..errors import UserError
 from ..optim import adamw
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
-from ..distributed import World
+from ..distributed import World, restore_rng_states, rng_states
 from .settings import XnliSettings
 
 STATE = "state.pt"
@@ -96,20 +96,6 @@ def _save_best(model, tokenizer, folder: Path) -> None:
     os.replace(tmp, folder)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], settings: XnliSettings, seed: int,
               workdir: Path, runtime: World, identity: dict, progress: bool = True) -> Selection:
     """Trains ``model`` in place; returns the evaluations with the best one, whose weights are
@@ -135,7 +121,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        restore_rng_states(state["rng"])
         selection, step = state["selection"], state["step"]
 
     trained = DistributedDataParallel(model) if runtime.size > 1 else model
@@ -168,7 +154,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
             if runtime.is_main:
                 _save_atomic({"identity": identity, "step": step, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "rng": _rng_state(), "selection": selection}, state_path)
+                              "rng": rng_states(), "selection": selection}, state_path)
             runtime.barrier()
     bar.close()
     return selection
