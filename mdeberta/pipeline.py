@@ -279,8 +279,10 @@ class Pipeline:
                     result.status = "interrupted"
             self._summarise(results)
             raise
-        if not status and self.ablation and self.selected[-1] == STAGES[-1]:
-            self._write_ablation()
+        changed = any(result.status not in ("skipped", "not run") for result in results)
+        if (not status and self.ablation and self.selected[-1] == STAGES[-1]
+                and (changed or not (self.workdir / "ablation.md").is_file())):
+            self._write_ablation()  # reloads every checkpoint: only when something changed
         self._summarise(results)
         return status
 
