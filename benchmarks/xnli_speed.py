@@ -18,10 +18,15 @@ English; p95 about 83 tokens per pair), capped at 256.
 - evaluation: ``mdeberta.xnli.train.predict`` against ``Trainer.predict`` over ``--eval`` pairs,
   same batch size.
 
+Both sides run where ``mdeberta.distributed.init_world`` puts ours: the GPU when there is one
+(transformers' ``use_cpu`` follows it), else the CPU. ``--precision bf16`` turns on bf16 autocast on
+both sides (``TrainingArguments(bf16=True)`` and ``init_world("bf16")``); fp32 is the default.
+
 Each contender runs once on one batch's worth of pairs to warm up, then ``--rounds`` rounds run every contender in turn
 (interleaved); medians of examples/s are reported with their ratios.
 
-Usage: python benchmarks/xnli_speed.py [--size xsmall --vocab 8192 --train 128 --eval 256 --rounds 3 --threads 1]
+Usage: python benchmarks/xnli_speed.py [--size xsmall --vocab 8192 --train 128 --eval 256 --rounds 3 --threads 1
+                                        --precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -68,6 +73,13 @@ def checkpoint(size: str, vocab: int, folder: Path) -> Path:
     return folder
 
 
+def _pairs_per_second(count: int, started: float) -> float:
+    """GPU work is queued asynchronously: the clock stops only once it is done."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return count / (time.perf_counter() - started)
+
+
 def load(side: str, folder: Path):
     if side == "ours":
         from mdeberta.xnli.stage import load_classifier
@@ -92,8 +104,7 @@ def settings_for(batch: int):
     return XnliSettings(batch_size=batch, epochs=1, warmup=0.1, eval_every=10**9, eval_batch_size=batch)
 
 
-def ours_train(folder: Path, data, batch: int) -> float:
-    from mdeberta.distributed import init_world
+def ours_train(folder: Path, data, batch: int, runtime) -> float:
     from mdeberta.xnli.train import fine_tune
 
     model = load("ours", folder)
@@ -101,8 +112,8 @@ def ours_train(folder: Path, data, batch: int) -> float:
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
         fine_tune(model, _NoTokenizer(), data, dev, settings_for(batch), seed=1, workdir=Path(work),
-                  runtime=init_world("fp32"), identity={}, progress=False)
-        return len(data) / (time.perf_counter() - started)
+                  runtime=runtime, identity={}, progress=False)
+        return _pairs_per_second(len(data), started)
 
 
 def _hf_features(data):
@@ -116,45 +127,46 @@ def _hf_collate(features):
     return collate(data, list(range(len(features))), pad_id=0, device="cpu")
 
 
-def hf_trainer(folder: Path, batch: int, group_by_length: bool, output_dir: str):
+def hf_trainer(folder: Path, batch: int, group_by_length: bool, output_dir: str, runtime):
+    """Trainer on ``runtime``'s device and precision, so both sides do the same arithmetic."""
     import transformers
 
     args = transformers.TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
         num_train_epochs=1, learning_rate=2e-5, warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0,
         lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", logging_strategy="no",
-        report_to=[], use_cpu=True, disable_tqdm=True, seed=1,
+        report_to=[], use_cpu=runtime.device.type == "cpu", bf16=runtime.precision == "bf16",
+        disable_tqdm=True, seed=1,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         dataloader_num_workers=0)
     return transformers.Trainer(model=load("transformers", folder), args=args, data_collator=_hf_collate)
 
 
-def hf_train(folder: Path, data, batch: int, group_by_length: bool) -> float:
+def hf_train(folder: Path, data, batch: int, group_by_length: bool, runtime) -> float:
     with tempfile.TemporaryDirectory() as out:
-        trainer = hf_trainer(folder, batch, group_by_length, out)
+        trainer = hf_trainer(folder, batch, group_by_length, out, runtime)
         trainer.train_dataset = _hf_features(data)
         started = time.perf_counter()
         trainer.train()
-        return len(data) / (time.perf_counter() - started)
+        return _pairs_per_second(len(data), started)
 
 
-def ours_eval(folder: Path, data, batch: int) -> float:
-    from mdeberta.distributed import init_world
+def ours_eval(folder: Path, data, batch: int, runtime) -> float:
     from mdeberta.xnli.train import predict
 
-    model = load("ours", folder)
+    model = load("ours", folder).to(runtime.device)
     started = time.perf_counter()
-    predict(model, data, batch, init_world("fp32"), pad_id=0)
-    return len(data) / (time.perf_counter() - started)
+    predict(model, data, batch, runtime, pad_id=0)
+    return _pairs_per_second(len(data), started)
 
 
-def hf_eval(folder: Path, data, batch: int) -> float:
+def hf_eval(folder: Path, data, batch: int, runtime) -> float:
     with tempfile.TemporaryDirectory() as out:
-        trainer = hf_trainer(folder, batch, False, out)
+        trainer = hf_trainer(folder, batch, False, out, runtime)
         features = _hf_features(data)  # outside the timing, as ours is timed on encoded pairs
         started = time.perf_counter()
         trainer.predict(features)
-        return len(data) / (time.perf_counter() - started)
+        return _pairs_per_second(len(data), started)
 
 
 def machine() -> dict:
@@ -181,10 +193,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 on a machine "
                         "whose cores other jobs share, where two threads mostly wait on each other")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast on both sides (TrainingArguments(bf16=True), init_world('bf16'))")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+
+    from mdeberta.distributed import init_world
+
+    runtime = init_world(args.precision)
 
     import transformers
 
@@ -193,12 +211,14 @@ def main() -> int:
     train = synthetic_pairs(args.train, args.vocab, seed=1)
     evaluation = synthetic_pairs(args.eval, args.vocab, seed=2)
     contenders = {
-        ("fine-tuning", "ours"): lambda f, n: ours_train(f, subset(train, n), args.batch),
-        ("fine-tuning", "transformers Trainer"): lambda f, n: hf_train(f, subset(train, n), args.batch, False),
+        ("fine-tuning", "ours"): lambda f, n: ours_train(f, subset(train, n), args.batch, runtime),
+        ("fine-tuning", "transformers Trainer"):
+            lambda f, n: hf_train(f, subset(train, n), args.batch, False, runtime),
         ("fine-tuning", "transformers Trainer, group_by_length"):
-            lambda f, n: hf_train(f, subset(train, n), args.batch, True),
-        ("evaluation", "ours"): lambda f, n: ours_eval(f, subset(evaluation, n), args.eval_batch),
-        ("evaluation", "transformers Trainer"): lambda f, n: hf_eval(f, subset(evaluation, n), args.eval_batch),
+            lambda f, n: hf_train(f, subset(train, n), args.batch, True, runtime),
+        ("evaluation", "ours"): lambda f, n: ours_eval(f, subset(evaluation, n), args.eval_batch, runtime),
+        ("evaluation", "transformers Trainer"):
+            lambda f, n: hf_eval(f, subset(evaluation, n), args.eval_batch, runtime),
     }
     lengths = sorted(train.lengths())
     print(f"pairs: median {lengths[len(lengths) // 2]} tokens, p95 {lengths[int(0.95 * len(lengths))]}, "
@@ -219,11 +239,12 @@ def main() -> int:
         rows.append({"task": task, "contender": side, "pairs/s (median)": round(value, 2),
                      "rounds": ", ".join(f"{v:.1f}" for v in samples[task, side]),
                      "ours vs this": round(medians[task, "ours"] / value, 2)})
-    result = {"machine": machine(), "setup": vars(args) | {"train_tokens_median": lengths[len(lengths) // 2]},
+    result = {"machine": machine(), "setup": vars(args) | {"device": str(runtime.device),
+                                                          "train_tokens_median": lengths[len(lengths) // 2]},
               "rows": rows}
     import pandas as pd
 
-    print(json.dumps(result["machine"]))
+    print(json.dumps(result["machine"] | {"device": str(runtime.device), "precision": runtime.precision}))
     print(pd.DataFrame(rows).to_markdown(index=False))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
