@@ -44,8 +44,8 @@ class PretrainSettings:
     batch_size: int = setting(8192, "sequences per optimizer step, over all GPUs and accumulation steps",
                               group="optimisation", metavar="SEQUENCES")
     micro_batch_size: int = setting(32, "sequences per forward pass on one device (accumulation makes up the "
-                                    "rest)", group="optimisation", affects_output=False,
-                                    metavar="SEQUENCES")
+                                    "rest); masks, samples and dropout are drawn per micro-batch, so a run "
+                                    "resumes only with the same one", group="optimisation", metavar="SEQUENCES")
     max_steps: int = setting(500_000, "optimizer steps", group="optimisation", metavar="N")
     learning_rate: float = setting(6e-4, "peak learning rate", group="optimisation", metavar="LR")
     warmup_steps: int = setting(10_000, "linear warm-up steps, then linear decay to 0", group="optimisation",

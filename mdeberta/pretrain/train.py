@@ -3,8 +3,8 @@
 One optimizer step = the next global batch from ``PackedSequences`` (each rank takes its slice),
 split into micro-batches whose gradients accumulate, clipped, AdamW. The randomness of a
 micro-batch (masking, the generator's samples, dropout) is seeded from (seed, step, its first
-sequence's place in the global batch), so a resumed run and a run on another number of
-processes draw the same masks for the same sequences.
+sequence's place in the global batch), so a resumed run, and a run on another number of
+processes with the same effective micro-batch size, draw the same masks for the same sequences.
 """
 
 from __future__ import annotations
@@ -133,6 +133,10 @@ class Pretrainer:
         if settings.batch_size % world.size or self.per_rank % self.micro:
             raise SettingsError(f"batch_size ({settings.batch_size}) must be a multiple of micro_batch_size "
                                 f"({self.micro}) x processes ({world.size})")
+        if self.micro < settings.micro_batch_size and world.is_main:
+            _log(f"pretrain: micro-batches of {self.micro} sequences (batch_size / processes is below "
+                 f"micro_batch_size {settings.micro_batch_size}); masks differ from a run with micro-batches of "
+                 f"{settings.micro_batch_size}")
         self.model = build_model(settings, self.inventory).to(world.device)
         self.optimizer = adamw(self.model, settings.learning_rate, settings.weight_decay, world.device,
                                settings.adam_betas, settings.adam_eps)

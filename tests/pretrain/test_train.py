@@ -115,6 +115,13 @@ def test_changed_settings_are_not_resumed(tokens, tokenizer, tmp_path):
         train(tokens, tokenizer, tmp_path, max_steps=2, sharing="es")
 
 
+def test_another_micro_batch_size_is_not_resumed(tokens, tokenizer, tmp_path):
+    """Masks are drawn per micro-batch: resuming with other micro-batches would silently change them."""
+    train(tokens, tokenizer, tmp_path, max_steps=1)
+    with pytest.raises(SettingsError, match="micro_batch_size: 2 -> 1"):
+        train(tokens, tokenizer, tmp_path, max_steps=2, micro_batch_size=1)
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_a_loadable_checkpoint_after_the_current_step(tokens, tokenizer, tmp_path, monkeypatch,
                                                                     signum, status):
