@@ -72,12 +72,17 @@ def build_model(settings: PretrainSettings, inventory: TokenInventory) -> RTDMod
                     real_vocab_size=inventory.vocab_size)
 
 
+# Settings a run may change when it resumes: its length, how much is validated, and the arithmetic
+# (a run moved from a GPU to a CPU continues in fp32). None of them is part of the weights so far.
+RESUMABLE_CHANGES = ("max_steps", "eval_sequences", "precision")
+
+
 def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
-    """A checkpoint continues only the run it came from; ``max_steps`` may grow or shrink."""
+    """A checkpoint continues only the run it came from."""
     saved = saved_settings(checkpoint)
     current = output_settings(settings)
     changed = [name for name, value in current.items()
-               if name != "max_steps" and name in saved and saved[name] != value]
+               if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value]
     if changed:
         details = ", ".join(f"{name}: {saved[name]} -> {current[name]}" for name in changed)
         raise SettingsError(f"{checkpoint} was trained with other settings ({details}); use them again to "

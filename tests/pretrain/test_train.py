@@ -115,6 +115,12 @@ def test_changed_settings_are_not_resumed(tokens, tokenizer, tmp_path):
         train(tokens, tokenizer, tmp_path, max_steps=2, sharing="es")
 
 
+def test_validation_size_and_precision_may_change_on_resume(tokens, tokenizer, tmp_path):
+    train(tokens, tokenizer, tmp_path, max_steps=1)
+    assert train(tokens, tokenizer, tmp_path, max_steps=2, eval_sequences=2, precision="fp32") == 0
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-2"
+
+
 def test_another_micro_batch_size_is_not_resumed(tokens, tokenizer, tmp_path):
     """Masks are drawn per micro-batch: resuming with other micro-batches would silently change them."""
     train(tokens, tokenizer, tmp_path, max_steps=1)
