@@ -58,10 +58,35 @@ def _run_records(run_dir: Path) -> list[dict]:
         for path in sorted(info_path.parent.glob("*/*.csv")):
             table = pd.read_csv(path)
             records.append({"run_dir": str(run_dir), "model": info["model"], "setting": info["setting"],
-                            "seed": info["seed"],
+                            "seed": info["seed"], "training": _training(info),
                             "split": path.parent.name, "lang": path.stem,
                             "accuracy": 100 * (table.label == table.prediction).mean()})
     return records
+
+
+def _training(info: dict) -> str:
+    """Everything that decides a seed's accuracies apart from the seed (data and settings), as a
+    canonical JSON string to compare runs by."""
+    settings = {key: value for key, value in info["settings"].items() if key != "seeds"}
+    return json.dumps({"data": info["data"], **settings}, sort_keys=True)
+
+
+def _differences(training: str, other: str) -> str:
+    first, second = json.loads(training), json.loads(other)
+    return ", ".join(f"{key} {first.get(key)!r} vs {second.get(key)!r}" for key in sorted(first.keys() | second.keys())
+                     if first.get(key) != second.get(key))
+
+
+def _refuse_mixed_training(records: pd.DataFrame) -> None:
+    """Seeds of one model and setting are averaged into one mean: seeds trained on other data or
+    with other settings would make that mean meaningless."""
+    runs = records.drop_duplicates(["run_dir", "model", "setting", "seed"])
+    for (model, setting), group in runs.groupby(["model", "setting"], sort=False):
+        kinds = group.drop_duplicates("training")
+        if len(kinds) > 1:
+            first, other = kinds.iloc[0], kinds.iloc[1]
+            raise ReportError(f"{first.run_dir} and {other.run_dir} hold {setting} runs of {model} trained "
+                              f"differently ({_differences(first.training, other.training)}); report them separately")
 
 
 def _refuse_duplicates(records: pd.DataFrame) -> None:
@@ -123,6 +148,7 @@ def _deltas(means: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
 def build_tables(run_dirs: list[Path], published: pd.DataFrame) -> dict[str, pd.DataFrame]:
     records = pd.DataFrame([r for run_dir in run_dirs for r in _run_records(run_dir)])
     _refuse_duplicates(records)
+    _refuse_mixed_training(records)
     tables = {}
     for split in ("test", "dev"):
         part = records[records.split == split]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
 
 from mdeberta.corpora.languages import XNLI_LANGUAGES
 from mdeberta.manifest import write_json_atomic
+from mdeberta.recipe import output_settings
 from mdeberta.xnli.report import PUBLISHED, ReportError, run_info_path, write_predictions, write_report
+from mdeberta.xnli.settings import XnliSettings
 from mdeberta.xnli.train import accuracy
 
 
-def fake_run(run_dir, setting, seed, correct_of_4):
-    """Four test and dev pairs per language; ``correct_of_4(lang)`` of them predicted right."""
+def fake_run(run_dir, setting, seed, correct_of_4, data="facebook/xnli", **settings):
+    """Four test and dev pairs per language; ``correct_of_4(lang)`` of them predicted right;
+    ``settings`` as given to XnliSettings."""
+    trained_with = output_settings(XnliSettings(setting=setting, seeds=[seed], **settings))
     info = {"model": "ours", "setting": setting, "seed": seed, "best_step": 10, "best_score": 0.5, "steps": 20,
-            "train_pairs": 100, "elapsed_s": 1.0}
+            "train_pairs": 100, "elapsed_s": 1.0, "data": data, "settings": trained_with}
     path = run_info_path(run_dir, setting, seed)
     for split in ("dev", "test"):
         for lang in XNLI_LANGUAGES:
@@ -78,6 +83,21 @@ def test_the_same_seed_in_two_folders_is_refused(tmp_path):
     fake_run(tmp_path / "b", "zero-shot", 1, lambda lang: 0)
     with pytest.raises(ReportError, match="both hold zero-shot seed 1 of ours"):
         write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+
+
+def test_seeds_trained_differently_are_not_averaged(tmp_path):
+    fake_run(tmp_path / "a", "zero-shot", 1, lambda lang: 4)
+    fake_run(tmp_path / "b", "zero-shot", 2, lambda lang: 0, epochs=2.0)
+    folders = f"{tmp_path / 'a'} and {tmp_path / 'b'}"
+    with pytest.raises(ReportError, match=re.escape(f"{folders} hold zero-shot runs of ours trained differently "
+                                                    "(epochs 6.0 vs 2.0); report them separately")):
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    fake_run(tmp_path / "c", "zero-shot", 3, lambda lang: 0, data="eval/sample")
+    with pytest.raises(ReportError, match=r"\(data 'facebook/xnli' vs 'eval/sample'\)"):
+        write_report([tmp_path / "a", tmp_path / "c"], tmp_path / "out")
+    # another setting is another mean: its settings may differ
+    fake_run(tmp_path / "d", "translate-train-all", 1, lambda lang: 0, epochs=2.0)
+    assert "translate-train-all" in set(write_report([tmp_path / "a", tmp_path / "d"], tmp_path / "out")["test"].setting)
 
 
 def test_report_of_a_folder_without_runs(tmp_path):
