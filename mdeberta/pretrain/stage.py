@@ -7,11 +7,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..distributed import close_world, init_world
+from ..errors import UserError
 from ..manifest import write_json_atomic, write_manifest
 from ..recipe import output_settings
+from .checkpoint import latest_checkpoint
 from .settings import PretrainSettings
-from .tokens import tokenize_corpus
-from .train import Pretrainer
+from .tokens import SPM_MODEL, corpus_changes, tokenize_corpus, vocabulary_size
+from .train import Pretrainer, check_resumable
+
+
+class ChangedInputsError(UserError):
+    """A run folder's checkpoints were trained from another corpus or tokenizer."""
 
 
 def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path, resume: bool = False,
@@ -20,6 +26,7 @@ def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, o
     out = Path(out)
     world = init_world(settings.precision)
     try:
+        check_continuable(settings, Path(corpus), Path(tokenizer), out)  # on every process: all stop alike
         tokens = out / "tokens"
         if world.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -37,3 +44,29 @@ def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, o
         return status
     finally:
         close_world(world)
+
+
+def check_continuable(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path) -> None:
+    """Refuses a run that the checkpoints in ``out`` cannot continue, before anything there is
+    rewritten: re-tokenizing another corpus or tokenizer would replace the streams that their
+    data position points into (and another vocabulary does not fit their embedding tables)."""
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    if checkpoint is None:
+        return
+    check_resumable(checkpoint, settings)
+    changes = _tokenizer_change(checkpoint, tokenizer)
+    corpus_changed = corpus_changes(out / "tokens", corpus, settings.langs or None)
+    if corpus_changed:
+        changes.append(f"corpus ({'; '.join(corpus_changed)})")
+    if changes:
+        raise ChangedInputsError(f"{checkpoint} was trained from another {' and '.join(changes)}; use the same "
+                                 f"corpus and tokenizer to resume, or pass another --out (or delete {out}) to "
+                                 "start a new run")
+
+
+def _tokenizer_change(checkpoint: Path, tokenizer: Path) -> list[str]:
+    """The checkpoint's copy of spm.model against the one given (a missing one is tokenize_corpus' error)."""
+    trained, given = checkpoint / "tokenizer" / SPM_MODEL, tokenizer / SPM_MODEL
+    if not (trained.is_file() and given.is_file()) or trained.read_bytes() == given.read_bytes():
+        return []
+    return [f"tokenizer ({vocabulary_size(trained)} ids; {given} has {vocabulary_size(given)})"]

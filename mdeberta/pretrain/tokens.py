@@ -291,7 +291,7 @@ def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, *, langs: list[str
         raise TokenizerModelError(f"{tokenizer}: no {SPM_MODEL}; pass the output folder of "
                                   "`mdeberta tokenizer train` as the tokenizer")
     shards = language_shards(corpus, langs or [])
-    fingerprints = {lang: [_fingerprint(part, corpus) for part in parts] for lang, parts in shards.items()}
+    fingerprints = _corpus_fingerprints(corpus, shards)
     tokenizer_print = _tokenizer_fingerprint(model)
     reused = _reusable(out, fingerprints, tokenizer_print, validation_fraction)
     if reused is not None:
@@ -322,18 +322,49 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def corpus_changes(out: Path, corpus: Path, langs: list[str] | None = None) -> list[str]:
+    """In words, how ``corpus`` differs from the one the streams in ``out`` were made from: what
+    re-tokenizing would change. Empty when ``out`` holds no finished streams."""
+    inventory = _finished_inventory(Path(out))
+    if inventory is None:
+        return []
+    corpus = Path(corpus)
+    return _shard_changes(inventory, _corpus_fingerprints(corpus, language_shards(corpus, langs or [])))
+
+
+def vocabulary_size(model: Path) -> int:
+    """Ids a model trained with this spm.model has: its pieces and [MASK]."""
+    return _special_ids(model)["vocab_size"]
+
+
+def _corpus_fingerprints(corpus: Path, shards: dict[str, list[Path]]) -> dict[str, list[dict]]:
+    return {lang: [_fingerprint(part, corpus) for part in parts] for lang, parts in shards.items()}
+
+
+def _shard_changes(inventory: TokenInventory, fingerprints: dict) -> list[str]:
+    recorded = {lang: row.shards for lang, row in inventory.languages.items()}
+    altered = sorted(lang for lang in recorded.keys() & fingerprints.keys() if recorded[lang] != fingerprints[lang])
+    added, gone = sorted(fingerprints.keys() - recorded.keys()), sorted(recorded.keys() - fingerprints.keys())
+    return [f"{what} {', '.join(langs)}" for what, langs in
+            (("shards changed:", altered), ("languages added:", added), ("languages gone:", gone)) if langs]
+
+
 def _reusable(out: Path, fingerprints: dict, tokenizer_print: dict, fraction: float) -> TokenInventory | None:
-    if not (out / INVENTORY).is_file():
-        return None
-    try:
-        inventory = TokenInventory.load(out)
-    except TokenStreamsError:
+    inventory = _finished_inventory(out)
+    if inventory is None:
         return None
     same = (inventory.tokenizer == tokenizer_print and inventory.validation_fraction == fraction
-            and {lang: row.shards for lang, row in inventory.languages.items()} == fingerprints)
+            and not _shard_changes(inventory, fingerprints))
     files = all(path.is_file() for lang in inventory.languages for split in ("train", VALID)
                 for path in (stream_path(out, lang, split), index_path(out, lang, split)))
     return inventory if same and files else None
+
+
+def _finished_inventory(out: Path) -> TokenInventory | None:
+    try:
+        return TokenInventory.load(out)
+    except TokenStreamsError:
+        return None
 
 
 def _special_ids(model: Path) -> dict:

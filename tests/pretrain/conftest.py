@@ -36,15 +36,19 @@ def corpus(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory) -> Path:
+    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+def train_tokenizer(folder: Path, vocab_size: int = 400) -> Path:
     """Trained directly with SentencePiece (a second, not the tokenizer stage's minutes): the ids and
     normalisation rules the stage uses, a vocabulary small enough for the tiny corpus."""
-    folder = tmp_path_factory.mktemp("tokenizer")
+    folder.mkdir(parents=True, exist_ok=True)
     rules = folder / "rules.tsv"
     rules.write_text(control_rules(), encoding="utf-8")
     lines = [line for shards in corpus_documents().values() for shard in shards for doc in shard
              for line in doc.split("\n") if line.strip()]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_prefix=str(folder / "spm"), model_type="unigram", vocab_size=400,
+        sentence_iterator=iter(lines), model_prefix=str(folder / "spm"), model_type="unigram", vocab_size=vocab_size,
         byte_fallback=True, pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
         eos_piece="[SEP]", unk_piece="[UNK]", normalization_rule_tsv=str(rules), minloglevel=2)
     rules.unlink()

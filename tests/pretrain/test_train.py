@@ -23,11 +23,13 @@ from mdeberta.pretrain.checkpoint import latest_checkpoint, load_model
 from mdeberta.distributed import World
 from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
+from mdeberta.pretrain.stage import ChangedInputsError, run_pretraining
 from mdeberta.pretrain.tokens import tokenize_corpus
 from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
 from mdeberta.recipe import SettingsError
 
-from .conftest import write_corpus
+from .conftest import train_tokenizer, write_corpus
+from tests.tokenizer.conftest import sample_documents, write_shard
 
 SETTINGS = PretrainSettings(size="tiny", batch_size=4, micro_batch_size=2, max_seq_length=32, max_steps=4,
                             warmup_steps=2, learning_rate=1e-3, log_every=1, eval_every=0, eval_sequences=4,
@@ -126,6 +128,23 @@ def test_another_micro_batch_size_is_not_resumed(tokens, tokenizer, tmp_path):
     train(tokens, tokenizer, tmp_path, max_steps=1)
     with pytest.raises(SettingsError, match="micro_batch_size: 2 -> 1"):
         train(tokens, tokenizer, tmp_path, max_steps=2, micro_batch_size=1)
+
+
+def test_a_run_with_checkpoints_refuses_another_corpus_or_tokenizer_before_touching_its_folder(tokenizer, tmp_path):
+    """Re-tokenizing would replace the streams the checkpoints' data position points into."""
+    corpus, out = write_corpus(tmp_path / "corpus"), tmp_path / "run"
+    settings = replace(SETTINGS, max_steps=1, validation_fraction=0.2, tokenize_workers=1)
+    assert run_pretraining(settings, corpus, tokenizer, out, progress=False) == 0
+    kept = {path: path.stat().st_mtime_ns for path in (out / "tokens/tokens.json", out / "settings.json")}
+    other_tokenizer = train_tokenizer(tmp_path / "other-tokenizer", vocab_size=500)
+    with pytest.raises(ChangedInputsError, match=r"another tokenizer \(401 ids; .* has 501\); .* another --out"):
+        run_pretraining(replace(settings, max_steps=2), corpus, other_tokenizer, out, progress=False)
+    write_shard(corpus, "fr", sample_documents("fr")[:2], part=1)
+    with pytest.raises(ChangedInputsError, match=r"another corpus \(shards changed: fr\)"):
+        run_pretraining(replace(settings, max_steps=2), corpus, tokenizer, out, progress=False)
+    with pytest.raises(SettingsError, match="sharing: gdes -> es"):
+        run_pretraining(replace(settings, max_steps=2, sharing="es"), corpus, tokenizer, out, progress=False)
+    assert kept == {path: path.stat().st_mtime_ns for path in kept}
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
