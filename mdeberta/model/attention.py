@@ -12,24 +12,39 @@ Backends:
   ``torch.nn.functional.scaled_dot_product_attention``. On CUDA that runs the memory-efficient
   kernel (bias gradient and dropout included); on CPU, inference runs the flash kernel and
   training PyTorch's math path (the CPU kernels give no gradient for the bias).
+- ``compact``: the same GEMMs and gathers, with scores, softmax, dropout and attention x V in one
+  autograd node whose backward is written out. It keeps only Q, K, V, the probabilities and a
+  one-byte dropout mask for backward (PyTorch's math path also keeps the dropped probabilities:
+  4 bytes per score more), works in place, and draws the dropout mask from 16-bit lanes of
+  random 64-bit words (half the time of ``bernoulli_`` on CPU). Meant for CPU training.
+- ``auto``: ``compact`` when training on CPU (autograd recording), ``sdpa`` everywhere else.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKENDS = ("eager", "sdpa")
+BACKENDS = ("eager", "sdpa", "compact")
 
 
 def resolve_backend(name: str) -> str:
-    """``auto`` -> the fastest backend available here."""
-    if name == "auto":
-        return "sdpa"
-    if name not in BACKENDS:
+    """Checks a backend name; ``auto`` stays ``auto`` and is decided per call (``pick_backend``)."""
+    if name != "auto" and name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
     return name
+
+
+def pick_backend(name: str, queries: torch.Tensor) -> str:
+    """``auto`` -> ``compact`` for CPU training (measured faster and lighter than PyTorch's math
+    path there), else ``sdpa`` (flash kernel for CPU inference, fused kernels on CUDA)."""
+    if name != "auto":
+        return name
+    training = torch.is_grad_enabled() and queries.requires_grad
+    return "compact" if training and queries.device.type == "cpu" else "sdpa"
 
 
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
@@ -79,6 +94,73 @@ def gather_positions(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return _GatherPositions.apply(table, index.expand(*table.shape[:2], *index.shape[-2:]))
 
 
+def dropout_mask(shape, p: float, device) -> tuple[torch.Tensor, float]:
+    """Bool mask, True where dropped, and the rate it was drawn with: ``p`` rounded to a multiple
+    of 1/65536 (0.1 -> 0.100006). Four 16-bit lanes per random 64-bit word take a quarter of the
+    generator calls of ``bernoulli_``; the global generator draws them, so seeding and saved RNG
+    states reproduce the masks."""
+    threshold = round(p * 65536)
+    count = math.prod(shape)
+    words = torch.randint(-2**63, 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device)
+    lanes = words.view(torch.int16)[:count].view(shape)
+    return lanes < threshold - 32768, threshold / 65536
+
+
+class _CompactAttention(torch.autograd.Function):
+    """softmax(Q.K^T / scale + gathered c2p + gathered p2c, masked) -> dropout -> x V as one node.
+
+    Saved for backward: Q, K, V, the probabilities and the dropout mask; the dropped
+    probabilities are rebuilt in backward instead of kept. The 1/(1 - p) of dropout scales the
+    [.., L, d] output and its gradient rather than the [.., L, L] probabilities. Masked scores
+    get no gradient, as in the reference's masked_fill."""
+
+    @staticmethod
+    def forward(ctx, queries, keys, values, c2p, p2c, index, mask, scale, dropout_p):
+        rows, length, width = queries.shape[:2], queries.shape[-2], keys.shape[-2]
+        index = index.expand(*rows, length, width)
+        scores = queries.new_zeros(*rows, length, width) if c2p is None else torch.gather(c2p, -1, index)
+        if p2c is not None:
+            scores.add_(torch.gather(p2c, -1, index.transpose(-1, -2)).transpose(-1, -2))
+        scores.view(-1, length, width).baddbmm_(queries.reshape(-1, length, queries.shape[-1]),
+                                                keys.reshape(-1, width, keys.shape[-1]).transpose(1, 2),
+                                                alpha=1.0 / scale)
+        if mask is not None:
+            scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1)
+        del scores
+        dropped, keep_scale = None, 1.0
+        if dropout_p > 0:
+            dropped, rate = dropout_mask(probs.shape, dropout_p, probs.device)
+            keep_scale = 1.0 / (1.0 - rate)
+        context = torch.matmul(probs if dropped is None else probs.masked_fill(dropped, 0.0), values)
+        ctx.save_for_backward(queries, keys, values, probs, dropped, index, mask)
+        ctx.scale, ctx.keep_scale = scale, keep_scale
+        ctx.table_shapes = tuple(None if table is None else table.shape for table in (c2p, p2c))
+        return context.mul_(keep_scale) if dropped is not None else context
+
+    @staticmethod
+    def backward(ctx, grad_context):
+        queries, keys, values, probs, dropped, index, mask = ctx.saved_tensors
+        if dropped is not None:
+            grad_context = grad_context * ctx.keep_scale
+        grad = torch.matmul(grad_context, values.transpose(-1, -2))  # d(dropped probabilities)
+        kept = probs if dropped is None else probs.masked_fill(dropped, 0.0)
+        grad_values = torch.matmul(kept.transpose(-1, -2), grad_context)
+        del kept
+        if dropped is not None:
+            grad.masked_fill_(dropped, 0.0)
+        grad = torch._softmax_backward_data(grad, probs, -1, probs.dtype)  # d(scores)
+        if mask is not None:
+            grad.masked_fill_(~mask, 0.0)
+        grad_queries = torch.matmul(grad, keys).mul_(1.0 / ctx.scale)
+        grad_keys = torch.matmul(grad.transpose(-1, -2), queries).mul_(1.0 / ctx.scale)
+        c2p_shape, p2c_shape = ctx.table_shapes
+        grad_c2p = None if c2p_shape is None else grad.new_zeros(c2p_shape).scatter_add_(-1, index, grad)
+        grad_p2c = None if p2c_shape is None else grad.new_zeros(p2c_shape).scatter_add_(
+            -1, index.transpose(-1, -2), grad.transpose(-1, -2))
+        return grad_queries, grad_keys, grad_values, grad_c2p, grad_p2c, None, None, None, None
+
+
 class DisentangledSelfAttention(nn.Module):
     """Parameter names follow transformers' ``DisentangledSelfAttention`` so state dicts load
     unchanged. Only shared attention keys (DeBERTaV3) are implemented."""
@@ -123,37 +205,47 @@ class DisentangledSelfAttention(nn.Module):
         values = self._split_heads(self.value_proj(hidden_states))
         scale = self._scale(queries.dtype)
         rel_embeddings = self.pos_dropout(rel_embeddings)
-        if self.backend == "eager":
-            context = self._eager(queries, keys, values, rel_index, rel_embeddings, mask, scale)
+        index = rel_index.unsqueeze(-3) if rel_index.dim() == 3 else rel_index
+        backend = pick_backend(self.backend, queries)
+        if backend == "eager":
+            context = self._eager(queries, keys, values, index, rel_embeddings, mask, scale)
+        elif backend == "sdpa":
+            context = self._sdpa(queries, keys, values, index, rel_embeddings, mask, scale)
         else:
-            context = self._sdpa(queries, keys, values, rel_index, rel_embeddings, mask, scale)
+            c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
+            context = _CompactAttention.apply(queries, keys, values, c2p, p2c, index, mask, scale,
+                                              self.dropout.p if self.training else 0.0)
         return context.transpose(-3, -2).flatten(-2)
 
-    def _position_scores(self, queries, keys, rel_index, rel_embeddings, scale=None):
-        """c2p + p2c as [B, H, Lq, Lk]: two GEMMs against the position table, then gathers.
-        ``rel_index`` is [Lq, Lk], or [B, Lq, Lk] when each row has its own queries. A ``scale``
-        divides the small [H, 2 span, d] tables rather than the [B, H, Lq, Lk] result."""
-        index = rel_index.unsqueeze(-3) if rel_index.dim() == 3 else rel_index
-        position = None
-        if "c2p" in self.pos_att_type:
-            pos_key = self._split_heads(self.key_proj(rel_embeddings))  # [H, 2 span, d]
+    def _position_tables(self, queries, keys, rel_embeddings, scale=None):
+        """c2p = Q.PosK^T [B, H, Lq, 2 span] and p2c = K.PosQ^T [B, H, Lk, 2 span] (None when
+        the config leaves one out). A ``scale`` divides the small [H, 2 span, d] tables rather
+        than the products."""
+        tables = []
+        for kind, states, projection in (("c2p", queries, self.key_proj), ("p2c", keys, self.query_proj)):
+            if kind not in self.pos_att_type:
+                tables.append(None)
+                continue
+            positions = self._split_heads(projection(rel_embeddings))  # [H, 2 span, d]
             if scale is not None:
-                pos_key = pos_key / scale
-            c2p = torch.matmul(queries, pos_key.transpose(-1, -2))  # [B, H, Lq, 2 span]
-            position = gather_positions(c2p, index)
-        if "p2c" in self.pos_att_type:
-            pos_query = self._split_heads(self.query_proj(rel_embeddings))
-            if scale is not None:
-                pos_query = pos_query / scale
-            p2c = torch.matmul(keys, pos_query.transpose(-1, -2))  # [B, H, Lk, 2 span]
+                positions = positions / scale
+            tables.append(torch.matmul(states, positions.transpose(-1, -2)))
+        return tables
+
+    def _position_scores(self, queries, keys, index, rel_embeddings, scale=None):
+        """c2p + p2c gathered to [B, H, Lq, Lk]; ``index`` is [Lq, Lk], or [B, 1, Lq, Lk] when
+        each row has its own queries."""
+        c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
+        position = None if c2p is None else gather_positions(c2p, index)
+        if p2c is not None:
             p2c = gather_positions(p2c, index.transpose(-1, -2)).transpose(-1, -2)
             position = p2c if position is None else position.add_(p2c)
         return position
 
-    def _eager(self, queries, keys, values, rel_index, rel_embeddings, mask, scale):
+    def _eager(self, queries, keys, values, index, rel_embeddings, mask, scale):
         """The reference order of operations (transformers'): K is scaled before Q.K^T."""
         scores = torch.matmul(queries, keys.transpose(-1, -2) / scale)
-        position = self._position_scores(queries, keys, rel_index, rel_embeddings)
+        position = self._position_scores(queries, keys, index, rel_embeddings)
         if position is not None:
             scores = scores + position / scale
         if mask is not None:
@@ -161,8 +253,8 @@ class DisentangledSelfAttention(nn.Module):
         probs = self.dropout(torch.softmax(scores, dim=-1))
         return torch.matmul(probs, values)
 
-    def _sdpa(self, queries, keys, values, rel_index, rel_embeddings, mask, scale):
-        bias = self._position_scores(queries, keys, rel_index, rel_embeddings, scale)
+    def _sdpa(self, queries, keys, values, index, rel_embeddings, mask, scale):
+        bias = self._position_scores(queries, keys, index, rel_embeddings, scale)
         if mask is not None:
             # finfo.min rather than -inf keeps fully padded query rows finite: they attend
             # uniformly, as in the reference, instead of producing NaN.

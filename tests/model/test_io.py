@@ -73,4 +73,4 @@ def test_from_pretrained_passes_transformers_arguments(tmp_path):
     classifier = ours.from_pretrained(str(tmp_path), head="classification", num_labels=3, dtype=torch.bfloat16)
     assert classifier.classifier.out_features == 3
     assert classifier.deberta.embeddings.word_embeddings.weight.dtype == torch.bfloat16
-    assert classifier.deberta.encoder.layer[0].attention.self.backend == "sdpa"  # auto
+    assert classifier.deberta.encoder.layer[0].attention.self.backend == "auto"  # decided per call

@@ -10,7 +10,7 @@ from mdeberta.model.attention import log_bucket, relative_index
 from .conftest import padded_batch, tiny_config
 
 LENGTHS = [7, 128, 300, 600]  # 600 > position_buckets (256)
-BACKENDS = ["eager", "sdpa"]
+BACKENDS = ["eager", "sdpa", "compact"]
 
 PAIRS = {
     None: (transformers.DebertaV2Model, lambda out: out.last_hidden_state),
@@ -65,13 +65,103 @@ def test_input_gradients_match_transformers(backend, length):
     assert (got - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
-def test_backends_agree_in_training_with_dropout_off():
-    _, eager = twins(None, "eager")
+@pytest.mark.parametrize("backend", ["sdpa", "compact"])
+def test_backends_agree_with_eager_in_training_with_dropout_off(backend):
+    """Outputs and every parameter's gradient (position tables, projections, LayerNorms).
+
+    Fully padded query rows attend uniformly in every backend; the reference's masked_fill gives
+    their scores no gradient, and so does compact, but SDPA's math path lets one through. No
+    training loss reads padded rows, so for sdpa the loss here leaves them out."""
+    _, model = twins(None, "eager")
     ids, mask = padded_batch(64)
-    eager.train()
-    expected = eager(ids, attention_mask=mask).last_hidden_state
-    ours.set_attention(eager, "sdpa")
-    assert (eager(ids, attention_mask=mask).last_hidden_state - expected).abs().max() <= 1e-5
+    weights = torch.randn(*ids.shape, model.config.hidden_size)  # a squared LayerNorm output has ~no gradient
+    if backend == "sdpa":
+        weights *= mask[..., None]
+    model.train()
+    results = []
+    for name in ("eager", backend):
+        ours.set_attention(model, name)
+        model.zero_grad()
+        hidden = model(ids, attention_mask=mask).last_hidden_state
+        (hidden * weights).sum().backward()
+        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (expected, expected_grads), (got, got_grads) = results
+    assert (got - expected).abs().max() <= 1e-5
+    assert got_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        assert (got_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
+
+
+def test_auto_takes_compact_for_cpu_training_and_sdpa_otherwise():
+    from mdeberta.model.attention import pick_backend
+
+    leaf = torch.zeros(2, requires_grad=True)
+    assert pick_backend("auto", leaf) == "compact"
+    with torch.no_grad():
+        assert pick_backend("auto", leaf * 2) == "sdpa"
+    assert pick_backend("auto", torch.zeros(2)) == "sdpa"
+    assert pick_backend("eager", leaf) == "eager"
+
+
+def test_dropout_mask_rate_and_reproducibility():
+    from mdeberta.model.attention import dropout_mask
+
+    torch.manual_seed(3)
+    mask, rate = dropout_mask((64, 1000), 0.1, "cpu")
+    assert mask.dtype == torch.bool and mask.shape == (64, 1000)
+    assert rate == round(0.1 * 65536) / 65536
+    dropped = mask.sum().item()  # binomial(64,000, 0.1): sd 76, so 6 sd either side
+    assert abs(dropped - 6400) < 6 * 76
+    torch.manual_seed(3)
+    assert torch.equal(dropout_mask((64, 1000), 0.1, "cpu")[0], mask)
+    assert not dropout_mask((1000,), 0.0, "cpu")[0].any()
+
+
+def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
+    """With the mask fixed, compact's output and gradients equal softmax -> masked_fill -> / (1 - p) -> x V."""
+    from mdeberta.model import attention
+
+    torch.manual_seed(0)
+    shape = (2, 3, 9, 9)
+    drop = torch.rand(shape) < 0.3
+    monkeypatch.setattr(attention, "dropout_mask", lambda s, p, device: (drop, 0.3))
+    q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    c2p, p2c = (torch.randn(2, 3, 9, 6, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    index = torch.randint(0, 6, (9, 9))
+    mask = torch.ones(2, 1, 9, 9, dtype=torch.bool)
+    mask[1, :, :, 6:] = False
+    mask[1, :, 7:, :] = False
+    got = attention._CompactAttention.apply(q, k, v, c2p, p2c, index, mask, 2.0, 0.3)
+    full = index.expand(2, 3, 9, 9)
+    scores = q @ k.transpose(-1, -2) / 2.0 + c2p.gather(-1, full) + p2c.gather(-1, full.transpose(-1, -2)).transpose(-1, -2)
+    probs = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), -1)
+    expected = probs.masked_fill(drop, 0.0) / 0.7 @ v
+    assert torch.allclose(got, expected, atol=1e-12)
+    weights = torch.randn_like(expected)
+    grads = [torch.autograd.grad((out * weights).sum(), (q, k, v, c2p, p2c)) for out in (got, expected)]
+    for mine, reference in zip(*grads):
+        assert torch.allclose(mine, reference, atol=1e-10)
+
+
+def test_compact_keeps_less_for_backward_than_sdpa():
+    """Per layer, PyTorch's math path also keeps the dropped [B, H, L, L] probabilities (fp32)."""
+    model = ours.build(tiny_config(attention_probs_dropout_prob=0.1), attention="sdpa").train()
+    ids = torch.randint(4, 100, (2, 128))
+    saved = {}
+    for backend in ("sdpa", "compact"):
+        ours.set_attention(model, backend)
+        total = 0
+
+        def count(tensor):
+            nonlocal total
+            total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+            model(ids).last_hidden_state
+        saved[backend] = total
+    heads, layers = model.config.num_attention_heads, model.config.num_hidden_layers
+    assert saved["sdpa"] - saved["compact"] >= layers * 2 * heads * 128 * 128 * 4
 
 
 def test_training_works_after_inference_mode_at_the_same_length():
@@ -109,7 +199,7 @@ def test_relative_index_matches_transformers_buckets():
 
 
 def test_unknown_backend_and_unsupported_config_are_refused():
-    with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa"):
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa, compact"):
         ours.build("tiny", attention="flash", vocab_size=50)
     with pytest.raises(ValueError, match="conv_kernel_size"):
         ours.build(tiny_config(conv_kernel_size=3))
