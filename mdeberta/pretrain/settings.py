@@ -58,7 +58,7 @@ class PretrainSettings:
 
     precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS,
                              group="execution")
-    compile: bool = setting(False, "torch.compile the generator and discriminator encoders", group="execution",
+    compile: bool = setting(False, "torch.compile the layers of the generator and discriminator encoders", group="execution",
                             affects_output=False)
     log_every: int = setting(50, "steps between log lines and metrics.jsonl records", group="execution",
                              affects_output=False, metavar="STEPS")

@@ -77,6 +77,14 @@ def build_model(settings: PretrainSettings, inventory: TokenInventory) -> RTDMod
 RESUMABLE_CHANGES = ("max_steps", "eval_sequences", "precision")
 
 
+def compile_layers(model: RTDModel) -> None:
+    """Each encoder layer rather than each encoder whole: the generator's Enhanced Mask Decoder
+    calls the embeddings, the encoder and its last layer itself, never a compiled ``deberta``."""
+    for side in (model.generator, model.discriminator):
+        for layer in side.deberta.encoder.layer:
+            layer.compile()
+
+
 def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
     """A checkpoint continues only the run it came from."""
     saved = saved_settings(checkpoint)
@@ -183,8 +191,7 @@ class Pretrainer:
             return 0
         model = self.model
         if self.settings.compile:
-            model.generator.deberta.compile()
-            model.discriminator.deberta.compile()
+            compile_layers(model)
         if self.world.distributed:
             model = DistributedDataParallel(model, device_ids=[self.world.device] if self.world.device.type == "cuda"
                                             else None)

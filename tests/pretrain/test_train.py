@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,6 +158,27 @@ def test_a_signal_saves_a_loadable_checkpoint_after_the_current_step(tokens, tok
     assert isinstance(load_model(checkpoint), ours.RTDModel)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_compile_reaches_every_layer_of_both_encoders(tokens, tokenizer, tmp_path, monkeypatch):
+    """The generator's Enhanced Mask Decoder runs its encoder's layers itself, so they are compiled one
+    by one. torch.compile is replaced by a pass-through that counts calls (compiling takes minutes)."""
+    calls = Counter()
+
+    def counting_compile(call, *args, **kwargs):
+        def compiled(*inputs, **options):
+            calls[call.__self__] += 1
+            return call(*inputs, **options)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    pretrainer = Pretrainer(replace(SETTINGS, max_steps=1, compile=True, enhanced_mask_decoder=True), tokens,
+                            tokenizer, tmp_path, World(), progress=False)
+    assert pretrainer.train() == 0
+    generator, discriminator = (side.deberta.encoder.layer for side in (pretrainer.model.generator,
+                                                                        pretrainer.model.discriminator))
+    assert all(calls[layer] > 0 for layer in [*generator, *discriminator])
+    assert calls[generator[-1]] == 2 * calls[discriminator[0]]  # per forward: the decoder's two passes
 
 
 def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer, tmp_path, monkeypatch):
