@@ -3,7 +3,7 @@
 ``<out>/checkpoints/step-N/``
     model.safetensors     the RTD model (generator, discriminator, E_delta under GDES)
     model.json            the two configs and the ids needed to rebuild it
-    training_state.pt     optimizer, scheduler, step, RNG states
+    training_state.pt     optimizer, scheduler, step, skipped steps, RNG states
     data_state.json       the data position (batch number, per-language cursors and epochs)
     settings.json         the run's effective settings
     tokenizer/            the tokenizer files, so the folder exports on its own
@@ -69,15 +69,15 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler, data_state: dict,
-                    settings, tokenizer: Path, keep: int) -> Path:
+                    settings, tokenizer: Path, keep: int, skipped_steps: int = 0) -> Path:
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
     write_json_atomic(tmp / "model.json", rtd_description(model))
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_states()}, tmp / "training_state.pt")
+    torch.save({"step": step, "skipped_steps": skipped_steps, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_states()}, tmp / "training_state.pt")
     write_json_atomic(tmp / "data_state.json", data_state)
     write_json_atomic(tmp / "settings.json", asdict(settings))
     (tmp / "tokenizer").mkdir()
@@ -112,14 +112,15 @@ def load_model(checkpoint: Path, attention: str = "auto") -> RTDModel:
     return model
 
 
-def load_training_state(checkpoint: Path, optimizer, scheduler) -> tuple[int, dict]:
-    """Restores optimizer, scheduler and RNG states; returns the step and the data position."""
+def load_training_state(checkpoint: Path, optimizer, scheduler) -> tuple[int, int, dict]:
+    """Restores optimizer, scheduler and RNG states; returns the step, the non-finite steps skipped
+    so far (0 where a checkpoint does not record them) and the data position."""
     state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     restore_rng_states(state["rng"])
     data_state = json.loads(_require(checkpoint, "data_state.json").read_text(encoding="utf-8"))
-    return state["step"], data_state
+    return state["step"], state.get("skipped_steps", 0), data_state
 
 
 def saved_settings(checkpoint: Path) -> dict:

@@ -27,7 +27,8 @@ from ..errors import UserError
 from ..optim import adamw
 from ..model import RTDModel, size_config
 from ..recipe import SettingsError, output_settings
-from .checkpoint import checkpoints, load_model, load_training_state, save_checkpoint, saved_settings
+from .checkpoint import (checkpoints, latest_checkpoint, load_model, load_training_state, save_checkpoint,
+                         saved_settings)
 from .data import PackedSequences, TokenStreams, validation_batches
 from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
 from .settings import PretrainSettings
@@ -98,7 +99,8 @@ def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
 
 
 class _Interval:
-    """Sums of the step statistics since the last log line, kept on the device."""
+    """Sums of the step statistics since the last log line, kept on the device, and the training
+    time they took."""
 
     KEYS = ("loss", "mlm_loss", "rtd_loss", "mlm_accuracy", "rtd_accuracy")
 
@@ -110,21 +112,50 @@ class _Interval:
         self.sums = torch.zeros(len(self.KEYS) + 3, dtype=torch.float64, device=self.device)
         self.micro_batches = 0
         self.steps = 0
+        self.pending: list = []  # this step's micro-batch outputs
+        self.last = None  # the last kept micro-batch's output (for the AUC)
         self.started = time.perf_counter()
+        self.paused_s = 0.0
 
     def add(self, out) -> None:
-        values = [out.loss, out.mlm_loss, out.rtd_loss, out.generator_accuracy, out.discriminator_accuracy,
-                  out.masked, out.replaced, out.tokens]
-        self.sums += torch.stack([v.detach().double() for v in values])
-        self.micro_batches += 1
+        self.pending.append(out)
+
+    def end_step(self, finite: bool = True) -> None:
+        """A skipped step's micro-batches stay out of the sums: one NaN would make every mean of the
+        interval NaN."""
+        if finite and self.pending:
+            for out in self.pending:
+                values = [out.loss, out.mlm_loss, out.rtd_loss, out.generator_accuracy,
+                          out.discriminator_accuracy, out.masked, out.replaced, out.tokens]
+                self.sums += torch.stack([v.detach().double() for v in values])
+            self.micro_batches += len(self.pending)
+            self.last = self.pending[-1]
+        self.pending = []
+        self.steps += 1
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent here (validation, checkpoints) is not training and stays out of tokens/s. The
+        steps still queued on the GPU are waited for first, so that their time stays in."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_s += time.perf_counter() - started
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.started - self.paused_s
 
     def summary(self, world: World) -> dict:
+        """Means over the kept micro-batches; NaN where every step of the interval was skipped."""
         sums = world.mean(self.sums).tolist()
-        means = {key: sums[i] / max(1, self.micro_batches) for i, key in enumerate(self.KEYS)}
+        means = {key: sums[i] / (self.micro_batches or math.nan) for i, key in enumerate(self.KEYS)}
         masked, replaced, tokens = sums[len(self.KEYS):]
-        means["masked_fraction"] = masked / max(1.0, tokens)
-        means["replaced_fraction"] = replaced / max(1.0, tokens)
-        means["replaced_of_masked"] = replaced / max(1.0, masked)
+        means["masked_fraction"] = masked / (tokens or math.nan)
+        means["replaced_fraction"] = replaced / (tokens or math.nan)
+        means["replaced_of_masked"] = replaced / (masked or math.nan)
         return means
 
 
@@ -154,6 +185,7 @@ class Pretrainer:
         self.optimizer = adamw(self.model, settings.learning_rate, settings.weight_decay, world.device,
                                settings.adam_betas, settings.adam_eps)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, settings.warmup_steps, settings.max_steps)
+        self.skipped_steps = 0  # non-finite steps skipped so far (on_nonfinite = "skip")
         self.stop_signal: int | None = None
 
     # ---------------------------------------------------------------- setup
@@ -167,7 +199,7 @@ class Pretrainer:
         if step >= self.settings.max_steps:
             return step
         self.model.load_state_dict(load_model(checkpoint, self.settings.attention).state_dict())
-        step, data_state = load_training_state(checkpoint, self.optimizer, self.scheduler)
+        step, self.skipped_steps, data_state = load_training_state(checkpoint, self.optimizer, self.scheduler)
         self.data.load_state_dict(data_state)
         if self.world.is_main:
             _log(f"pretrain: resuming from {checkpoint} (step {step})")
@@ -213,21 +245,17 @@ class Pretrainer:
         bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress, dynamic_ncols=True)
         flops = training_flops_per_token(self.model.discriminator.config, self.model.generator.config,
                                          settings.max_seq_length, settings.mask_rate)
-        skipped = 0
         while step < settings.max_steps:
             batch = self.data.next_batch(settings.batch_size, world.rank, world.size)
-            grad_norm, last, lr = self._step(model, step, batch, interval)
+            grad_norm, lr = self._step(model, step, batch, interval)
             step += 1
             if not torch.isfinite(grad_norm):
                 if settings.on_nonfinite == "stop":
-                    raise NonFiniteLossError(
-                        f"step {step}: the loss or gradient is not finite (grad norm {grad_norm.item()}); the "
-                        "last checkpoint is intact. Lower the learning rate or raise warmup_steps, or set "
-                        "on_nonfinite = 'skip' to skip such steps")
-                skipped += 1
+                    raise self._nonfinite_error(step, grad_norm)
+                self.skipped_steps += 1
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.max_steps:
-                record = self._log_record(step, interval, grad_norm, last, lr, flops, skipped)
+                record = self._log_record(step, interval, grad_norm, lr, flops)
                 interval.reset()
                 if log is not None:
                     log.write(record)
@@ -235,10 +263,12 @@ class Pretrainer:
                                     tok_s=f"{record['tokens_per_s']:,.0f}")
                     _log(_format_record(record))
             if settings.eval_every and step % settings.eval_every == 0 or step == settings.max_steps:
-                self._validate(step, log)
+                with interval.paused():
+                    self._validate(step, log)
             stop = world.any(self.stop_signal is not None)
             if stop or step % settings.checkpoint_every == 0 or step == settings.max_steps:
-                self._save(step)
+                with interval.paused():
+                    self._save(step)
             if stop:
                 bar.close()
                 if world.is_main:
@@ -248,10 +278,9 @@ class Pretrainer:
         return 0
 
     def _step(self, model, step: int, batch: torch.Tensor, interval: _Interval):
-        """One optimizer step over this rank's slice; returns the gradient norm, the last
-        micro-batch's output and the learning rate the step used."""
+        """One optimizer step over this rank's slice; returns the gradient norm and the learning
+        rate the step used."""
         micro_batches = batch.split(self.micro)
-        out = None
         for index, micro in enumerate(micro_batches):
             first = self.world.rank * self.per_rank + index * self.micro
             torch.manual_seed(micro_batch_seed(self.settings.seed, TRAIN, step, first))
@@ -264,21 +293,30 @@ class Pretrainer:
             interval.add(out)
         clip = self.settings.grad_clip if self.settings.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if torch.isfinite(grad_norm):
+        finite = bool(torch.isfinite(grad_norm))
+        if finite:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
-        interval.steps += 1
-        return grad_norm, out, lr
+        interval.end_step(finite)
+        return grad_norm, lr
+
+    def _nonfinite_error(self, step: int, grad_norm: torch.Tensor) -> NonFiniteLossError:
+        latest = latest_checkpoint(self.out / "checkpoints")
+        kept = f"the last checkpoint, {latest.name}, is intact" if latest else "no checkpoint was written yet"
+        return NonFiniteLossError(
+            f"step {step}: the loss or gradient is not finite (grad norm {grad_norm.item()}); {kept}. Lower the "
+            "learning rate or raise warmup_steps, or set on_nonfinite = 'skip' to skip such steps")
 
     # ---------------------------------------------------------------- reporting
-    def _log_record(self, step, interval: _Interval, grad_norm, last, lr: float, flops: float, skipped: int) -> dict:
-        elapsed = time.perf_counter() - interval.started
+    def _log_record(self, step, interval: _Interval, grad_norm, lr: float, flops: float) -> dict:
+        tokens = interval.steps * self.settings.batch_size * self.settings.max_seq_length
+        last = interval.last
         record = {"step": step, "lr": lr, **interval.summary(self.world),
-                  "rtd_auc": roc_auc(last.rtd_logits, last.rtd_labels), "grad_norm": float(grad_norm),
-                  "tokens_per_s": interval.steps * self.settings.batch_size * self.settings.max_seq_length / elapsed,
-                  "skipped_steps": skipped}
+                  "rtd_auc": roc_auc(last.rtd_logits, last.rtd_labels) if last is not None else math.nan,
+                  "grad_norm": float(grad_norm), "tokens_per_s": tokens / interval.training_seconds(),
+                  "skipped_steps": self.skipped_steps}
         peak = peak_flops(self.world.device)
         if peak is not None:
             record["mfu"] = flops * record["tokens_per_s"] / (peak * self.world.size)
@@ -303,6 +341,7 @@ class Pretrainer:
             logits.append(out.rtd_logits)
             labels.append(out.rtd_labels)
         self.model.train()
+        interval.end_step()
         summary = interval.summary(World())
         record = {"step": step, **{f"valid_{key}": value for key, value in summary.items()},
                   "valid_rtd_auc": roc_auc(torch.cat(logits), torch.cat(labels))}
@@ -313,7 +352,8 @@ class Pretrainer:
     def _save(self, step: int) -> None:
         if self.world.is_main:
             save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler,
-                            self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints)
+                            self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints,
+                            self.skipped_steps)
         self.world.barrier()
 
 

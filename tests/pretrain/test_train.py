@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import safetensors.torch
@@ -26,6 +27,7 @@ from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.pretrain.stage import ChangedInputsError, run_pretraining
 from mdeberta.pretrain.tokens import tokenize_corpus
+from mdeberta.pretrain import train as train_module
 from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
 from mdeberta.recipe import SettingsError
 
@@ -181,20 +183,61 @@ def test_compile_reaches_every_layer_of_both_encoders(tokens, tokenizer, tmp_pat
     assert calls[generator[-1]] == 2 * calls[discriminator[0]]  # per forward: the decoder's two passes
 
 
-def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer, tmp_path, monkeypatch):
+def poison_step(monkeypatch, index: int, heal: bool = False) -> None:
+    """Step ``index`` (0-based) gets a NaN loss; from then on every step does, unless ``heal``."""
     original = Pretrainer._step
 
     def poisoned(self, model, step, batch, interval):
-        if step == 1:
+        bias = self.model.discriminator.mask_predictions.classifier.bias
+        if step != index:
+            return original(self, model, step, batch, interval)
+        saved = bias.detach().clone()
+        with torch.no_grad():
+            bias.fill_(float("nan"))
+        result = original(self, model, step, batch, interval)
+        if heal:
             with torch.no_grad():
-                self.model.discriminator.mask_predictions.classifier.bias.fill_(float("nan"))
-        return original(self, model, step, batch, interval)
+                bias.copy_(saved)
+        return result
 
     monkeypatch.setattr(Pretrainer, "_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match="step 2"):
+
+
+def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer, tmp_path, monkeypatch):
+    poison_step(monkeypatch, 1)
+    with pytest.raises(NonFiniteLossError, match="step 2: .*; no checkpoint was written yet"):
         train(tokens, tokenizer, tmp_path / "stop")
+    with pytest.raises(NonFiniteLossError, match="step 2: .*; the last checkpoint, step-1, is intact"):
+        train(tokens, tokenizer, tmp_path / "stop-after-a-checkpoint", checkpoint_every=1)
     assert train(tokens, tokenizer, tmp_path / "skip", on_nonfinite="skip") == 0
     assert [r["skipped_steps"] for r in records(tmp_path / "skip") if "loss" in r] == [0, 1, 2, 3]
+    assert math.isnan(records(tmp_path / "skip")[-2]["loss"])  # nothing left to average
+
+
+def test_skipped_steps_stay_out_of_the_means_and_are_counted_across_a_resume(tokens, tokenizer, tmp_path,
+                                                                             monkeypatch):
+    poison_step(monkeypatch, 1, heal=True)
+    signal_after(monkeypatch, 3)
+    assert train(tokens, tokenizer, tmp_path, on_nonfinite="skip", log_every=2) == 143
+    monkeypatch.undo()
+    assert train(tokens, tokenizer, tmp_path, on_nonfinite="skip", log_every=2) == 0
+    logged = [r for r in records(tmp_path) if "loss" in r]
+    assert [(r["step"], r["skipped_steps"]) for r in logged] == [(2, 1), (4, 1)]
+    assert all(math.isfinite(r[key]) for r in logged for key in ("loss", "mlm_loss", "rtd_loss", "rtd_auc"))
+
+
+def test_tokens_per_s_leaves_out_validation_and_checkpoints(tokens, tokenizer, tmp_path, monkeypatch):
+    """On a clock that a step moves by 1 s and a validation or checkpoint by 100 s."""
+    clock = [0.0]
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    for name, seconds in (("_step", 1.0), ("_validate", 100.0), ("_save", 100.0)):
+        def timed(self, *args, _original=getattr(Pretrainer, name), _seconds=seconds):
+            clock[0] += _seconds
+            return _original(self, *args)
+        monkeypatch.setattr(Pretrainer, name, timed)
+    train(tokens, tokenizer, tmp_path, log_every=2, eval_every=1, checkpoint_every=1)
+    sequence_tokens = SETTINGS.batch_size * SETTINGS.max_seq_length
+    assert [r["tokens_per_s"] for r in records(tmp_path) if "loss" in r] == [sequence_tokens, sequence_tokens]
 
 
 def test_export_loads_in_transformers_with_our_outputs(tokens, tokenizer, tmp_path):
