@@ -254,7 +254,7 @@ class Pretrainer:
                     raise self._nonfinite_error(step, grad_norm)
                 self.skipped_steps += 1
             bar.update(1)
-            if step % settings.log_every == 0 or step == settings.max_steps:
+            if self._due(step, settings.log_every):
                 record = self._log_record(step, interval, grad_norm, lr, flops)
                 interval.reset()
                 if log is not None:
@@ -262,20 +262,30 @@ class Pretrainer:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", rtd_acc=f"{record['rtd_accuracy']:.3f}",
                                     tok_s=f"{record['tokens_per_s']:,.0f}")
                     _log(_format_record(record))
-            if settings.eval_every and step % settings.eval_every == 0 or step == settings.max_steps:
-                with interval.paused():
-                    self._validate(step, log)
             stop = world.any(self.stop_signal is not None)
-            if stop or step % settings.checkpoint_every == 0 or step == settings.max_steps:
+            if not stop and self._due(step, settings.eval_every):
+                with interval.paused():  # never in a preemption's grace period: that is the checkpoint's
+                    self._validate(step, log)
+            if stop or self._due(step, settings.checkpoint_every):
                 with interval.paused():
                     self._save(step)
-            if stop:
+            # A signal during the last step still ends a finished run (exit 0, manifest written): its
+            # checkpoint is the final one either way, and 143 would have a job script requeue a run
+            # with nothing left to do. The final validation is all the signal costs.
+            if stop and step < settings.max_steps:
                 bar.close()
                 if world.is_main:
                     _log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue.")
                 return STOP_SIGNALS.get(self.stop_signal, 143)
         bar.close()
+        if self.stop_signal is not None and world.is_main:
+            _log(f"pretrain: {signal.Signals(self.stop_signal).name} during the last step; the run is finished "
+                 "without its final validation")
         return 0
+
+    def _due(self, step: int, every: int) -> bool:
+        """Every ``every`` steps (0: never) and at the last step."""
+        return bool(every) and step % every == 0 or step == self.settings.max_steps
 
     def _step(self, model, step: int, batch: torch.Tensor, interval: _Interval):
         """One optimizer step over this rank's slice; returns the gradient norm and the learning

@@ -154,9 +154,10 @@ def test_a_run_with_checkpoints_refuses_another_corpus_or_tokenizer_before_touch
 def test_a_signal_saves_a_loadable_checkpoint_after_the_current_step(tokens, tokenizer, tmp_path, monkeypatch,
                                                                     signum, status):
     signal_after(monkeypatch, 2, signum)
-    assert train(tokens, tokenizer, tmp_path, max_steps=50) == status
+    assert train(tokens, tokenizer, tmp_path, max_steps=50, eval_every=2) == status
     checkpoint = latest_checkpoint(tmp_path / "checkpoints")
     assert checkpoint.name == "step-2"
+    assert not [r for r in records(tmp_path) if "valid_loss" in r]  # the grace period is not spent validating
     assert isinstance(load_model(checkpoint), ours.RTDModel)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -181,6 +182,16 @@ def test_compile_reaches_every_layer_of_both_encoders(tokens, tokenizer, tmp_pat
                                                                         pretrainer.model.discriminator))
     assert all(calls[layer] > 0 for layer in [*generator, *discriminator])
     assert calls[generator[-1]] == 2 * calls[discriminator[0]]  # per forward: the decoder's two passes
+
+
+def test_a_signal_during_the_last_step_finishes_the_run(tokens, tokenizer, corpus_dir, tmp_path, monkeypatch):
+    """A requeued job would have nothing left to do: the run ends as finished, with its manifest."""
+    os.symlink(tokens, tmp_path / "tokens")  # up to date: not tokenized again
+    signal_after(monkeypatch, 3)
+    settings = replace(SETTINGS, max_steps=3, validation_fraction=0.2, tokenize_workers=1)
+    assert run_pretraining(settings, corpus_dir, tokenizer, tmp_path, progress=False) == 0
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-3"
+    assert (tmp_path / "manifest.json").is_file()
 
 
 def poison_step(monkeypatch, index: int, heal: bool = False) -> None:
