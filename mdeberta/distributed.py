@@ -46,8 +46,9 @@ class World:
             dist.barrier()
 
     def wait_for_main(self) -> None:
-        """A barrier for one-off work on process 0 (tokenizing a corpus can take hours): the
-        collective timeout that catches hangs in training would end the wait too early."""
+        """A barrier for I/O on process 0 (tokenizing a corpus can take hours, writing a large
+        checkpoint to a network filesystem many minutes): the collective timeout that catches
+        hangs in training would end the wait too early."""
         if self.distributed:
             dist.barrier(group=self.patient_group)
 

@@ -364,7 +364,7 @@ class Pretrainer:
             save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler,
                             self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints,
                             self.skipped_steps)
-        self.world.barrier()
+        self.world.wait_for_main()
 
 
 def _format_record(record: dict) -> str:

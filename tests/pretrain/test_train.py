@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,6 +182,26 @@ def test_compile_reaches_every_layer_of_both_encoders(tokens, tokenizer, tmp_pat
                                                                         pretrainer.model.discriminator))
     assert all(calls[layer] > 0 for layer in [*generator, *discriminator])
     assert calls[generator[-1]] == 2 * calls[discriminator[0]]  # per forward: the decoder's two passes
+
+
+@dataclass(frozen=True)
+class RecordingWorld(World):
+    """One process that notes which kind of barrier each wait used."""
+    waits: list = field(default_factory=list)
+
+    def barrier(self) -> None:
+        self.waits.append("barrier")
+
+    def wait_for_main(self) -> None:
+        self.waits.append("patient")
+
+
+def test_other_processes_wait_for_a_checkpoint_with_the_patient_barrier(tokens, tokenizer, tmp_path):
+    """Writing a large checkpoint to a network filesystem can outlast the collective timeout."""
+    world = RecordingWorld()
+    settings = replace(SETTINGS, max_steps=2, checkpoint_every=1, eval_every=0)
+    assert Pretrainer(settings, tokens, tokenizer, tmp_path, world, progress=False).train() == 0
+    assert world.waits == ["patient", "barrier", "patient"]  # step 1 saved; step 2 validated, then saved
 
 
 def test_a_signal_during_the_last_step_finishes_the_run(tokens, tokenizer, corpus_dir, tmp_path, monkeypatch):
