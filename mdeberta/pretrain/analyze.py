@@ -4,8 +4,8 @@ For each table (E_G; E_D; under GDES also E_delta) the average cosine similarity
 embeddings. How pairs are drawn: ``pairs`` pairs (i, j), i != j, uniformly with replacement from
 the token ids the model was trained on — ids that occur in the run's training token streams (the
 first ``scan_tokens`` tokens of each language are read) — leaving out [PAD] [CLS] [SEP] [UNK]
-[MASK] and the rows past the tokenizer. Without the token streams, every tokenizer id but those
-five is used. A zero row (E_delta never updated) has no direction: pairs touching one are left
+[MASK] and the rows past the tokenizer. When the run's streams are gone (and none are given),
+every tokenizer id but those five is used; a given folder without streams is an error. A zero row (E_delta never updated) has no direction: pairs touching one are left
 out, and a table of zero rows has no value. The same pairs are used for every table.
 """
 
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model
 from .data import TokenStreams
+from .tokens import INVENTORY, TokenStreamsError
 
 # DeBERTaV3 paper, Table 1 (base models): average cosine similarity of word embeddings.
 PAPER_TABLE_1 = {"es": {"E_G": 0.02}, "nes": {"E_G": 0.45, "E_D": 0.02},
@@ -40,7 +41,7 @@ def embedding_tables(model) -> dict[str, torch.Tensor]:
 def trained_ids(model, tokens_dir: Path | None, scan_tokens: int) -> np.ndarray:
     special = model.special_token_ids.tolist()
     limit = model.real_vocab_size
-    if tokens_dir is not None and (tokens_dir / "tokens.json").is_file():
+    if tokens_dir is not None:
         seen = np.zeros(limit, dtype=bool)
         for stream in TokenStreams.open(tokens_dir, "train").tokens.values():
             seen[np.asarray(stream[:scan_tokens], dtype=np.int64)] = True
@@ -48,6 +49,19 @@ def trained_ids(model, tokens_dir: Path | None, scan_tokens: int) -> np.ndarray:
     else:
         ids = np.arange(limit)
     return ids[~np.isin(ids, special)].astype(np.int64)
+
+
+def streams_folder(checkpoint: Path, tokens_dir: Path | None) -> Path | None:
+    """The token streams to draw ids from: the folder given, which must hold streams (a wrong
+    path would silently widen the draw to every id), else the run's own <out>/tokens beside
+    <out>/checkpoints/step-N where it has them."""
+    if tokens_dir is None:
+        own = checkpoint.parent.parent / "tokens"
+        return own if (own / INVENTORY).is_file() else None
+    if not (Path(tokens_dir) / INVENTORY).is_file():
+        raise TokenStreamsError(f"{tokens_dir}: no {INVENTORY}; pass the tokens folder of a pretraining run "
+                                "(<out>/tokens), or leave out --tokens to use the checkpoint's own run")
+    return Path(tokens_dir)
 
 
 def average_cosine(table: torch.Tensor, first: np.ndarray, second: np.ndarray) -> tuple[float, int]:
@@ -64,9 +78,7 @@ def embedding_statistics(checkpoint: Path, pairs: int = 100_000, seed: int = 0, 
                          scan_tokens: int = 10_000_000) -> pd.DataFrame:
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
-    if tokens_dir is None:  # the run's own streams: <out>/tokens beside <out>/checkpoints/step-N
-        tokens_dir = checkpoint.parent.parent / "tokens"
-    ids = trained_ids(model, tokens_dir, scan_tokens)
+    ids = trained_ids(model, streams_folder(checkpoint, tokens_dir), scan_tokens)
     rng = np.random.default_rng(seed)
     first = rng.choice(ids, size=pairs)
     second = rng.choice(ids, size=pairs)

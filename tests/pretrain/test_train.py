@@ -301,6 +301,16 @@ def test_table_1_statistics_per_sharing_mode(tokens, tokenizer, tmp_path, sharin
     assert table.avg_cosine.between(-1, 1).all() and (table.pairs > 0).all()
 
 
+def test_analyze_refuses_a_tokens_folder_without_streams(tokens, tokenizer, tmp_path, capsys):
+    """A mistyped --tokens would otherwise draw from every id, silently."""
+    train(tokens, tokenizer, tmp_path / "run", max_steps=1)
+    checkpoint = latest_checkpoint(tmp_path / "run/checkpoints")
+    capsys.readouterr()
+    assert main(["pretrain", "analyze", "--checkpoint", str(checkpoint), "--tokens", str(tmp_path / "typo")]) == 2
+    error = capsys.readouterr().err
+    assert "typo: no tokens.json" in error and error.count("\n") == 1
+
+
 def test_two_processes_under_torchrun_match_one(tokens, tokenizer, corpus_dir, tmp_path):
     """gloo on CPU, same global batch (4 = 2 processes x 1 micro-batch of 2, against 2 micro-batches
     in one process): the same sequences and masks, gradients averaged in another order."""
