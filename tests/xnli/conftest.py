@@ -63,22 +63,52 @@ def write_releases(root: Path, langs=XNLI_LANGUAGES) -> Path:
     return root
 
 
+def xnli_config(lang: str, names=NAMES):
+    """One language's config of facebook/xnli as ``load_dataset("facebook/xnli", lang)`` returns it:
+    splits train / validation / test, features premise, hypothesis and a ClassLabel whose order
+    is ``names`` (facebook/xnli: entailment, neutral, contradiction)."""
+    import datasets
+
+    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(names))})
+    splits = {}
+    for split, name in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        table = pairs(lang, split)
+        table["label"] = [names.index(label) for label in table.label]
+        splits[name] = datasets.Dataset.from_pandas(table, features=features, preserve_index=False)
+    return datasets.DatasetDict(splits)
+
+
 def write_saved_datasets(root: Path, langs=XNLI_LANGUAGES, names=NAMES) -> Path:
-    """``root/<lang>`` as ``load_dataset("facebook/xnli", lang).save_to_disk`` writes it; ``names``
-    is the ClassLabel's order (facebook/xnli: entailment, neutral, contradiction)."""
+    """``root/<lang>`` as ``load_dataset("facebook/xnli", lang).save_to_disk`` writes it."""
     import datasets
 
     datasets.disable_progress_bars()
-    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=list(names))})
     for lang in langs:
-        splits = {}
-        for split, name in (("train", "train"), ("dev", "validation"), ("test", "test")):
-            table = pairs(lang, split)
-            table["label"] = [names.index(label) for label in table.label]
-            splits[name] = datasets.Dataset.from_pandas(table, features=features, preserve_index=False)
-        datasets.DatasetDict(splits).save_to_disk(str(root / lang))
+        xnli_config(lang, names).save_to_disk(str(root / lang))
     return root
+
+
+@pytest.fixture
+def hub(monkeypatch) -> str:
+    """facebook/xnli as the hub serves it, without the network: ``datasets.load_dataset`` answers
+    from in-memory configs built from the fixtures, and fails as the hub does for an unknown
+    dataset or config."""
+    import datasets
+
+    configs = {}
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        if path != "facebook/xnli":
+            raise FileNotFoundError(f"Dataset '{path}' doesn't exist on the Hub or cannot be accessed.")
+        if name not in XNLI_LANGUAGES:
+            raise ValueError(f"BuilderConfig '{name}' not found. Available: {list(XNLI_LANGUAGES)}")
+        if name not in configs:
+            configs[name] = xnli_config(name)
+        return configs[name][split]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return "facebook/xnli"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -13,7 +13,7 @@ from tests.xnli.conftest import SIZES, pairs, write_saved_datasets
 EXPECTED_IDS = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
 
-@pytest.mark.parametrize("source", ["releases", "saved"])
+@pytest.mark.parametrize("source", ["releases", "saved", "hub"])
 def test_every_language_and_split(source, request):
     reader = open_source(str(request.getfixturevalue(source)))
     for lang in XNLI_LANGUAGES:
@@ -25,6 +25,23 @@ def test_every_language_and_split(source, request):
             assert table.premise.tolist() == expected.premise.tolist()  # the lone '"' survives
             assert table.hypothesis.tolist() == expected.hypothesis.tolist()
             assert table.label.tolist() == [EXPECTED_IDS[name] for name in expected.label]
+
+
+def test_hub_failures_are_one_line(hub, monkeypatch):
+    with pytest.raises(XnliDataError, match=r"could not load facebook/xnli config 'xx' split 'test' with datasets: "
+                                            r"ValueError: BuilderConfig 'xx' not found"):
+        read_split(open_source(hub), "test", "xx")
+    with pytest.raises(XnliDataError, match=r"could not load someone/xnli config 'sw' split 'validation' with "
+                                            r"datasets: FileNotFoundError: Dataset 'someone/xnli' doesn't exist"):
+        read_split(open_source("someone/xnli"), "dev", "sw")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'facebook/xnli' on the Hub (LocalEntryNotFoundError)\ndetails")
+
+    monkeypatch.setattr("datasets.load_dataset", offline)
+    with pytest.raises(XnliDataError, match=r"ConnectionError: Couldn't reach 'facebook/xnli' on the Hub "
+                                            r"\(LocalEntryNotFoundError\)$"):
+        read_split(open_source(hub), "train", "en")
 
 
 def test_limit_takes_the_first_pairs(releases):
