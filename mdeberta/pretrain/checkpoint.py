@@ -42,7 +42,8 @@ def rtd_description(model: RTDModel) -> dict:
     return {"discriminator": model.discriminator.config.to_dict(), "generator": model.generator.config.to_dict(),
             "mask_token_id": model.mask_token_id, "sharing": model.sharing, "rtd_weight": model.rtd_weight,
             "mask_rate": model.mask_rate, "temperature": model.temperature,
-            "special_token_ids": model.special_token_ids.tolist(), "real_vocab_size": model.real_vocab_size,
+            "special_token_ids": model.special_token_ids.tolist(), "unk_token_id": model.unk_token_id,
+            "real_vocab_size": model.real_vocab_size,
             "enhanced_mask_decoder": model.generator.enhanced_mask_decoder}
 
 
@@ -51,7 +52,7 @@ def build_rtd_model(description: dict, attention: str = "auto") -> RTDModel:
                     mask_token_id=description["mask_token_id"], sharing=description["sharing"],
                     rtd_weight=description["rtd_weight"], mask_rate=description["mask_rate"],
                     temperature=description["temperature"], special_token_ids=description["special_token_ids"],
-                    real_vocab_size=description["real_vocab_size"],
+                    unk_token_id=description.get("unk_token_id"), real_vocab_size=description["real_vocab_size"],
                     enhanced_mask_decoder=description["enhanced_mask_decoder"], attention=attention)
 
 

@@ -69,6 +69,7 @@ def build_model(settings: PretrainSettings, inventory: TokenInventory) -> RTDMod
     return RTDModel(discriminator, generator, mask_token_id=inventory.mask_id, sharing=settings.sharing,
                     rtd_weight=settings.rtd_weight, mask_rate=settings.mask_rate, temperature=settings.temperature,
                     special_token_ids=(inventory.pad_id, inventory.cls_id, inventory.sep_id, inventory.unk_id),
+                    unk_token_id=inventory.unk_id,
                     enhanced_mask_decoder=settings.enhanced_mask_decoder, attention=settings.attention,
                     real_vocab_size=inventory.vocab_size)
 

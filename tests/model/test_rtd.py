@@ -122,7 +122,7 @@ def test_correct_guess_is_labelled_original(monkeypatch):
     ids, mask = batch()
     seen = {}
 
-    def echo_originals(logits, temperature, generator):
+    def echo_originals(logits, temperature, generator, excluded):
         return seen["originals"]
 
     original_masked_logits = rtd.generator.masked_logits
@@ -162,13 +162,44 @@ def test_padded_vocabulary_is_never_sampled(monkeypatch):
     seen = {}
     original = rtd_module.sample_replacements
 
-    def record(logits, temperature, generator):
+    def record(logits, temperature, generator, excluded):
         seen["columns"] = logits.shape[-1]
-        return original(logits, temperature, generator)
+        return original(logits, temperature, generator, excluded)
 
     monkeypatch.setattr(rtd_module, "sample_replacements", record)
     rtd(ids % 40, mask)
     assert seen["columns"] == 40
+
+
+def test_the_generator_never_samples_special_tokens_but_unk(monkeypatch):
+    """ELECTRA's generator does not emit [PAD] [CLS] [SEP] [MASK]; [UNK] stands for real text."""
+    unk = 3
+    torch.manual_seed(0)
+    rtd = RTDModel(tiny_config(), tiny_config(num_hidden_layers=1), mask_token_id=MASK, special_token_ids=(*SPECIAL, unk),
+                   unk_token_id=unk)
+    favoured = torch.tensor([*SPECIAL, unk, MASK])
+    original = rtd.generator.masked_logits
+
+    def specials_first(input_ids, attention_mask, masked_positions):
+        logits = original(input_ids, attention_mask, masked_positions)
+        return logits.index_fill(-1, favoured, 50.0)  # every other id is e^-50 less likely
+
+    monkeypatch.setattr(rtd.generator, "masked_logits", specials_first)
+    seen = {}
+    rtd.discriminator.register_forward_pre_hook(lambda module, args: seen.update(corrupted=args[0]))
+    ids, mask = batch()
+    out = rtd(ids, mask, generator=torch.Generator().manual_seed(0))
+    replaced = seen["corrupted"] != ids
+    assert int(replaced.sum()) == int(out.masked) > 0
+    assert (seen["corrupted"][replaced] == unk).all()
+
+
+def test_excluded_ids_are_never_drawn():
+    logits = torch.zeros(10_000, 6)
+    logits[:, 0] = logits[:, 5] = 20.0
+    draws = rtd_module.sample_replacements(logits, generator=torch.Generator().manual_seed(0),
+                                           excluded=torch.tensor([0, 5]))
+    assert set(draws.tolist()) == {1, 2, 3, 4}
 
 
 def test_lm_head_runs_only_at_masked_positions():
