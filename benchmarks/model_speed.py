@@ -3,7 +3,8 @@
 Contenders, all built from the same config with the same seed, in train mode (dropout 0.1 as in
 pretraining), on the same random batch without padding (pretraining packs sequences):
 - ``transformers``: transformers' DebertaV2Model (its only attention path: eager, materialised);
-- ``ours-eager`` / ``ours-sdpa``: mdeberta.model's encoder with each attention backend;
+- ``ours-eager`` / ``ours-sdpa`` / ``ours-compact``: mdeberta.model's encoder with each attention
+  backend (``auto``, the default, is compact for CPU training and sdpa on CUDA);
 - ``bert-sdpa``: transformers' BertModel of the same size with SDPA attention: no disentangled
   terms, the practical floor for any DeBERTa implementation.
 
@@ -13,7 +14,7 @@ runs one step in turn (interleaved), median per contender. Memory: each contende
 process, the peak resident set (CPU) or peak allocated memory (CUDA) of one step above what the
 built model and batch already hold.
 
-Usage: python benchmarks/model_speed.py [--sizes xsmall,base] [--lengths 128,512] [--device cuda --dtype bf16]
+Usage: python benchmarks/model_speed.py [--sizes xsmall,base] [--lengths 128,512] [--threads 1 --cpu-time] [--device cuda --dtype bf16]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import torch
 from _timing import interleaved_medians, json_from_child, machine, peak_step_bytes
 
-CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "bert-sdpa")
+CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "bert-sdpa")
 
 
 def build(contender: str, size: str, vocab_size: int, device: str, dtype: torch.dtype):
@@ -75,7 +76,7 @@ def measure_memory(args) -> None:
 def memory_in_child(contender, size, length, args) -> int:
     command = [sys.executable, __file__, "--child-memory", contender, "--sizes", size, "--lengths", str(length),
                "--tokens", str(args.tokens), "--vocab-size", str(args.vocab_size), "--device", args.device,
-               "--dtype", args.dtype]
+               "--dtype", args.dtype] + (["--threads", str(args.threads)] if args.threads else [])
     return json_from_child(command)["peak_step_bytes"]
 
 
@@ -85,7 +86,8 @@ def time_contenders(contenders, size, length, args):
     ids, mask = batch(length, args.tokens, args.vocab_size, args.device)
     steps = {name: (lambda net=net: step(net, ids, mask)) for name, net in nets.items()}
     medians = interleaved_medians(steps, args.rounds, args.device)
-    return {name: median.wall for name, median in medians.items()}, ids.numel()
+    clock = "cpu" if args.cpu_time else "wall"
+    return {name: getattr(median, clock) for name, median in medians.items()}, ids.numel()
 
 
 def main() -> None:
@@ -99,9 +101,15 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time steps by the process's CPU seconds instead of wall seconds: on a shared "
+                             "machine, with --threads 1, this measures the work whatever runs beside it")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child-memory", metavar="CONTENDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child_memory:
         args.contender, args.size, args.length = args.child_memory, args.sizes, int(args.lengths)
         args.dtype_name = {"fp32": "float32", "bf16": "bfloat16"}[args.dtype]
@@ -110,7 +118,8 @@ def main() -> None:
 
     contenders = args.contenders.split(",")
     print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.dtype}; "
-          f"{args.tokens} tokens per batch; vocab {args.vocab_size}; median of {args.rounds} interleaved rounds")
+          f"{args.tokens} tokens per batch; vocab {args.vocab_size}; median of {args.rounds} interleaved rounds "
+          f"of {'CPU' if args.cpu_time else 'wall'} time")
     rows = []
     for size in args.sizes.split(","):
         for length in map(int, args.lengths.split(",")):
@@ -134,7 +143,7 @@ def main() -> None:
 def _format(row) -> str:
     ratios = " ".join(f"{key}={row[key]:.2f}" for key in ("speed_vs_transformers", "memory_vs_transformers",
                                                           "time_vs_bert") if row[key] is not None)
-    return (f"{row['size']:>6} L={row['length']:<4} {row['contender']:<13} {row['step_s']:.3f} s "
+    return (f"{row['size']:>6} L={row['length']:<4} {row['contender']:<14} {row['step_s']:.3f} s "
             f"{row['tokens_per_s']:8.0f} tok/s  peak {row['peak_step_mb']:7.1f} MB  {ratios}")
 
 

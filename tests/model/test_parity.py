@@ -126,14 +126,15 @@ def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
     drop = torch.rand(shape) < 0.3
     monkeypatch.setattr(attention, "dropout_mask", lambda s, p, device: (drop, 0.3))
     q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    c2p, p2c = (torch.randn(2, 3, 9, 6, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    c2p = torch.randn(2, 3, 9, 6, dtype=torch.float64, requires_grad=True)
+    p2c = torch.randn(2, 3, 6, 9, dtype=torch.float64, requires_grad=True)  # positions x keys
     index = torch.randint(0, 6, (9, 9))
     mask = torch.ones(2, 1, 9, 9, dtype=torch.bool)
     mask[1, :, :, 6:] = False
     mask[1, :, 7:, :] = False
     got = attention._CompactAttention.apply(q, k, v, c2p, p2c, index, mask, 2.0, 0.3)
     full = index.expand(2, 3, 9, 9)
-    scores = q @ k.transpose(-1, -2) / 2.0 + c2p.gather(-1, full) + p2c.gather(-1, full.transpose(-1, -2)).transpose(-1, -2)
+    scores = q @ k.transpose(-1, -2) / 2.0 + c2p.gather(-1, full) + p2c.gather(-2, full)
     probs = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), -1)
     expected = probs.masked_fill(drop, 0.0) / 0.7 @ v
     assert torch.allclose(got, expected, atol=1e-12)
