@@ -1,9 +1,11 @@
 """Fine-tuning: one readable loop with periodic evaluation, best-checkpoint selection and resume.
 
 The loop keeps two things on disk in its work folder: ``best/`` (the weights of the best
-evaluation so far, as a transformers folder) and ``state.pt`` (model, optimizer, scheduler, RNG
-and step, written at every evaluation). A rerun finds ``state.pt`` and continues from that step;
-batches are a function of (seed, epoch), so it sees the batches the killed run would have seen.
+evaluation so far, as a transformers folder) and ``state.pt`` (model, optimizer, scheduler, RNG,
+step and the evaluations with the best step, written at every evaluation). A rerun finds
+``state.pt`` and continues from that step; batches are a function of (seed, epoch), so it sees the
+batches the killed run would have seen. ``best/`` always holds the step ``state.pt`` records as
+the best: a new best is written beside it and moved in only after the state recording it.
 """
 
 from __future__ import annotations
@@ -87,13 +89,30 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_best(model, tokenizer, folder: Path) -> None:
+def _candidate(workdir: Path, step: int) -> Path:
+    return workdir / f"{BEST}.step-{step}"
+
+
+def _save_candidate(model, tokenizer, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def _settle_best(workdir: Path, best_step: int) -> None:
+    """Moves the candidate of the best step recorded in state.pt into ``best/`` and drops the
+    others: candidates of evaluations a kill cut off before their state was written. Run after
+    every state write and on resume, so a kill at any point leaves ``best/`` agreeing with the
+    state the rerun starts from."""
+    keep = _candidate(workdir, best_step)
+    for candidate in workdir.glob(f"{BEST}.step-*"):
+        if candidate == keep:
+            shutil.rmtree(workdir / BEST, ignore_errors=True)
+            os.replace(candidate, workdir / BEST)
+        else:
+            shutil.rmtree(candidate)
 
 
 def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], settings: XnliSettings, seed: int,
@@ -123,6 +142,8 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_states(state["rng"])
         selection, step = state["selection"], state["step"]
+    if runtime.is_main:
+        _settle_best(workdir, selection.best_step)
 
     trained = DistributedDataParallel(model) if runtime.size > 1 else model
     bar = tqdm(total=total, initial=step, desc=f"seed {seed}", unit="step", disable=not (progress and runtime.is_main),
@@ -155,6 +176,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
                 _save_atomic({"identity": identity, "step": step, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                               "rng": rng_states(), "selection": selection}, state_path)
+                _settle_best(workdir, selection.best_step)
             runtime.barrier()
     bar.close()
     return selection
@@ -167,7 +189,7 @@ def _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection: Selectio
     if score > selection.best_score:
         selection.best_step, selection.best_score = step, score
         if runtime.is_main:
-            _save_best(model, tokenizer, workdir / BEST)
+            _save_candidate(model, tokenizer, _candidate(workdir, step))
     if runtime.is_main:
         bar.write(f"step {step}: selection dev accuracy {100 * score:.2f} "
                   f"(best {100 * selection.best_score:.2f} at step {selection.best_step})")

@@ -116,6 +116,53 @@ def test_killed_run_resumes_to_the_same_result(zero_shot, tiny_model, releases, 
     assert outcome(tmp_path) == outcome(zero_shot)
 
 
+def test_best_checkpoint_agrees_with_the_state_after_any_kill(tiny_model, releases, tmp_path, monkeypatch):
+    """Killed after step 3's evaluation wrote its weights as the new best but before the state
+    recording it: the rerun resumes from step 2, so best/ must still hold step 2's weights."""
+    from mdeberta.xnli.stage import load_classifier
+
+    settings = XnliSettings(epochs=1, batch_size=8, eval_every=2, warmup=0.2, lr=1e-3, max_train_examples=20)
+    workdir = tmp_path / "zero-shot" / "seed-1"
+    save = train_module._save_atomic
+    saved_states = []
+
+    def rising_scores(scores):
+        return lambda *args, **kwargs: (score := next(scores), {"en": score})
+
+    def killed_before_the_second_state(obj, path):
+        if saved_states:
+            raise KeyboardInterrupt
+        saved_states.append(obj)
+        save(obj, path)
+
+    def weights_of(folder):
+        return load_classifier(str(folder)).state_dict()
+
+    monkeypatch.setattr(train_module, "selection_score", rising_scores(iter([0.5, 0.6])))
+    monkeypatch.setattr(train_module, "_save_atomic", killed_before_the_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run()
+    state = torch.load(workdir / "state.pt", weights_only=False)
+    assert state["step"] == 2 and state["selection"].best_step == 2
+    best = weights_of(workdir / "best")
+    for name, value in state["model"].items():
+        torch.testing.assert_close(best[name], value, rtol=0, atol=0, msg=name)
+    assert (workdir / "best.step-3").is_dir()  # step 3's weights, not yet the recorded best
+
+    def recording(obj, path):
+        saved_states.append(obj)
+        save(obj, path)
+
+    monkeypatch.setattr(train_module, "selection_score", rising_scores(iter([0.6])))
+    monkeypatch.setattr(train_module, "_save_atomic", recording)
+    assert XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run() == 0
+    info = json.loads((tmp_path / "predictions" / "zero-shot" / "seed-1" / "run.json").read_text())
+    assert info["best_step"] == 3 and sorted(p.name for p in workdir.iterdir()) == ["best"]
+    best = weights_of(workdir / "best")
+    for name, value in saved_states[-1]["model"].items():  # the state of step 3
+        torch.testing.assert_close(best[name], value, rtol=0, atol=0, msg=name)
+
+
 def test_finished_run_is_not_redone(zero_shot, tiny_model, releases, capsys):
     before = (zero_shot / "manifest.json").stat().st_mtime
     assert run_cli("--model", tiny_model, "--data", releases, "--out", zero_shot, "--max-train-examples", 20) == 0
