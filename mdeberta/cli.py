@@ -182,7 +182,8 @@ def _add_pretrain_group(stages) -> None:
     export = verbs.add_parser(
         "export", formatter_class=_Formatter, help="checkpoint -> transformers discriminator and generator",
         description="Write OUT/discriminator (DebertaV2Model with the merged GDES embedding E_G + E_delta) and "
-                    "OUT/generator (DebertaV2ForMaskedLM), each with the tokenizer files, loadable with "
+                    "OUT/generator (DebertaV2ForMaskedLM, run without the Enhanced Mask Decoder, which "
+                    "transformers lacks), each with the tokenizer files, loadable with "
                     "transformers.AutoModel / AutoModelForMaskedLM.from_pretrained.",
         epilog="example:\n  mdeberta pretrain export --checkpoint work/pretrain/checkpoints/step-200 --out work/model")
     export.add_argument("--checkpoint", required=True, type=Path, metavar="DIR", help="a step-N checkpoint folder")

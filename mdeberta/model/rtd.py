@@ -249,8 +249,12 @@ class RTDModel(nn.Module):
 
     def export_generator(self, path) -> None:
         """A ``DebertaV2ForMaskedLM`` folder. transformers has no Enhanced Mask Decoder, so it
-        runs this generator without it; the absolute position table is kept for this project."""
-        _save_as(self.generator, path, "DebertaV2ForMaskedLM")
+        runs this generator without it, as a plain masked LM; the absolute position table only
+        that decoder reads is left out (transformers would report it as an unused weight)."""
+        plain = DebertaV2ForMaskedLM(self.generator.config)
+        wanted = plain.state_dict().keys()
+        plain.load_state_dict({k: v for k, v in self.generator.state_dict().items() if k in wanted}, strict=True)
+        _save_as(plain, path, "DebertaV2ForMaskedLM")
 
 
 def _save_as(model: DebertaV2PreTrainedModel, path, architecture: str) -> None:

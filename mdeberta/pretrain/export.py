@@ -1,7 +1,7 @@
 """``mdeberta pretrain export``: a checkpoint -> two transformers folders with the tokenizer.
 
     <out>/discriminator/   DebertaV2Model, word embedding E_G + E_delta under GDES (AutoModel)
-    <out>/generator/       DebertaV2ForMaskedLM (AutoModelForMaskedLM)
+    <out>/generator/       DebertaV2ForMaskedLM (AutoModelForMaskedLM), without the Enhanced Mask Decoder
 """
 
 from __future__ import annotations
