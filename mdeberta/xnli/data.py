@@ -35,6 +35,17 @@ def label_ids(names, where: str) -> list[int]:
     return ids
 
 
+def _class_names(ids, names, where: str) -> list[str]:
+    """A ClassLabel's ids as its own names. An id without a name (-1 is datasets' "no label")
+    is refused: indexing would turn -1 silently into the last class."""
+    for row, i in enumerate(ids):
+        if not 0 <= i < len(names):
+            raise XnliDataError(f"{where}, row {row + 1}: label id {i} is none of the dataset's classes "
+                                f"({', '.join(f'{k} {n}' for k, n in enumerate(names))}); every XNLI pair needs "
+                                "its gold label")
+    return [names[i] for i in ids]
+
+
 def _table(premise, hypothesis, labels, where: str) -> pd.DataFrame:
     return pd.DataFrame({"premise": list(premise), "hypothesis": list(hypothesis),
                          "label": label_ids(labels, where)})
@@ -93,10 +104,11 @@ class DatasetsReader:
         part = self._saved_split(lang, name) if self.local else self._hub_split(lang, name)
         feature = part.features.get("label")
         labels = part["label"]
-        if hasattr(feature, "names"):  # a ClassLabel: ids -> its own names -> our ids
-            labels = [feature.names[i] for i in labels]
         where = str(Path(self.source) / lang) if self.local else f"{self.source} (config '{lang}')"
-        return _table(part["premise"], part["hypothesis"], labels, f"{where} [{name}]")
+        where = f"{where} [{name}]"
+        if hasattr(feature, "names"):  # a ClassLabel: ids -> its own names -> our ids
+            labels = _class_names(labels, feature.names, where)
+        return _table(part["premise"], part["hypothesis"], labels, where)
 
     def _saved_split(self, lang: str, name: str):
         import datasets

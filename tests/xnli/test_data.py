@@ -8,7 +8,7 @@ import pytest
 
 from mdeberta.corpora.languages import XNLI_LANGUAGES
 from mdeberta.xnli.data import XnliDataError, label_ids, open_source, read_split
-from tests.xnli.conftest import SIZES, pairs, write_saved_datasets
+from tests.xnli.conftest import SIZES, pairs, write_saved_datasets, xnli_config
 
 EXPECTED_IDS = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
@@ -60,6 +60,21 @@ def test_label_names():
     assert label_ids(["entailment", "Neutral", "contradictory", "contradiction "], "x") == [0, 1, 2, 2]
     with pytest.raises(XnliDataError, match=r"f.tsv, row 2: label '-'"):
         label_ids(["neutral", "-"], "f.tsv")
+
+
+def test_unlabelled_pair_is_refused(tmp_path):
+    """-1 is datasets' "no label": indexing the class names with it would make it contradiction."""
+    import datasets
+
+    config = xnli_config("de")
+    table = config["validation"].to_pandas()
+    table.loc[4, "label"] = -1
+    config["validation"] = datasets.Dataset.from_pandas(table, features=config["validation"].features,
+                                                        preserve_index=False)
+    config.save_to_disk(str(tmp_path / "de"))
+    with pytest.raises(XnliDataError, match=r"de \[validation\], row 5: label id -1 is none of the dataset's "
+                                            r"classes \(0 entailment, 1 neutral, 2 contradiction\)"):
+        read_split(open_source(str(tmp_path)), "dev", "de")
 
 
 def test_missing_training_file_is_named(releases, tmp_path):
