@@ -45,7 +45,7 @@ def from_pretrained(path_or_name: str, head: str | None = None, attention: str =
 
 
 def set_attention(model, backend: str) -> None:
-    """Switch every attention layer of ``model`` to ``backend`` (auto, eager, sdpa)."""
+    """Switch every attention layer of ``model`` to ``backend`` (auto, eager, sdpa, compact)."""
     from .attention import DisentangledSelfAttention
 
     resolved = resolve_backend(backend)
