@@ -5,8 +5,9 @@ embeddings. How pairs are drawn: ``pairs`` pairs (i, j), i != j, uniformly with 
 the token ids the model was trained on — ids that occur in the run's training token streams (the
 first ``scan_tokens`` tokens of each language are read) — leaving out [PAD] [CLS] [SEP] [UNK]
 [MASK] and the rows past the tokenizer. When the run's streams are gone (and none are given),
-every tokenizer id but those five is used; a given folder without streams is an error. A zero row (E_delta never updated) has no direction: pairs touching one are left
-out, and a table of zero rows has no value. The same pairs are used for every table.
+every tokenizer id but those five is used; a given folder without streams is an error. A zero
+row (E_delta never updated) has no direction: pairs touching one are left out, and a table of
+zero rows has no value. The same pairs are used for every table.
 """
 
 from __future__ import annotations
