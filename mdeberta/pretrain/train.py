@@ -246,6 +246,7 @@ class Pretrainer:
         bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress, dynamic_ncols=True)
         flops = training_flops_per_token(self.model.discriminator.config, self.model.generator.config,
                                          settings.max_seq_length, settings.mask_rate)
+        stop = False
         while step < settings.max_steps:
             batch = self.data.next_batch(settings.batch_size, world.rank, world.size)
             grad_norm, lr = self._step(model, step, batch, interval)
@@ -279,9 +280,9 @@ class Pretrainer:
                     _log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue.")
                 return STOP_SIGNALS.get(self.stop_signal, 143)
         bar.close()
-        if self.stop_signal is not None and world.is_main:
-            _log(f"pretrain: {signal.Signals(self.stop_signal).name} during the last step; the run is finished "
-                 "without its final validation")
+        if stop and world.is_main:
+            _log("pretrain: stopped by a signal during the last step; the run is finished, without its final "
+                 "validation")
         return 0
 
     def _due(self, step: int, every: int) -> bool:
