@@ -7,7 +7,6 @@ contradiction first) and XNLI-MT spells contradiction "contradictory".
 
 from __future__ import annotations
 
-import csv
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,15 +51,31 @@ def _table(premise, hypothesis, labels, where: str) -> pd.DataFrame:
 
 
 def read_tsv(path: Path, columns: list[str]) -> pd.DataFrame:
-    """The releases' TSVs hold unbalanced quotes inside sentences: read with quoting disabled."""
+    """The releases' TSVs hold unbalanced quotes inside sentences, so fields are split on tabs with
+    no quoting at all. A line with another number of fields than the header stops the run naming
+    that line: a stray tab would otherwise shift text into the next column unseen."""
     if not path.is_file():
         raise XnliDataError(f"expected {path}; it does not exist")
     try:
-        table = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-                            usecols=columns)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise XnliDataError(f"{path}: not an XNLI TSV with columns {', '.join(columns)} ({err})") from None
-    return table
+        with path.open(encoding="utf-8", newline="") as file:  # no newline translation: a lone \r is text
+            lines = file.read().split("\n")
+    except UnicodeDecodeError as err:
+        raise XnliDataError(f"{path}: not UTF-8 text ({err})") from None
+    header = lines[0].removesuffix("\r").split("\t")
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise XnliDataError(f"{path}: not an XNLI TSV with columns {', '.join(columns)} "
+                            f"(its header has no {', '.join(missing)})")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.removesuffix("\r").split("\t")
+        if fields == [""]:  # the end of the last line, or a blank line: no pair
+            continue
+        if len(fields) != len(header):
+            raise XnliDataError(f"{path}, line {number}: {len(fields)} tab-separated fields where the header has "
+                                f"{len(header)}; fix or remove that line")
+        rows.append(fields)
+    return pd.DataFrame(rows, columns=header)[columns]
 
 
 class ReleaseReader:

@@ -110,6 +110,34 @@ def test_bad_label_in_training_file(releases, tmp_path):
         read_split(open_source(str(copy)), "train", "fr")
 
 
+def test_malformed_line_is_named(releases, tmp_path):
+    """A stray tab (one field too many) or a cut line (too few): the file and line, not a pandas
+    traceback nor text shifted into the next column."""
+    copy = shutil.copytree(releases, tmp_path / "copy")
+    train = copy / "XNLI-MT-1.0" / "multinli" / "multinli.train.fr.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    lines[4] = lines[4].replace(" ", "\t", 1)
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(XnliDataError, match=r"multinli.train.fr.tsv, line 5: 4 tab-separated fields where the "
+                                            r"header has 3; fix or remove that line"):
+        read_split(open_source(str(copy)), "train", "fr")
+    test = copy / "XNLI-1.0" / "xnli.test.tsv"
+    lines = test.read_text(encoding="utf-8").splitlines()
+    lines[7] = lines[7].rsplit("\t", 2)[0]
+    test.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(XnliDataError, match=r"xnli.test.tsv, line 8: 17 tab-separated fields where the header has 19"):
+        read_split(open_source(str(copy)), "test", "en")
+
+
+def test_windows_line_ends(releases, tmp_path):
+    copy = shutil.copytree(releases, tmp_path / "copy")
+    dev = copy / "XNLI-1.0" / "xnli.dev.tsv"
+    dev.write_bytes(dev.read_bytes().replace(b"\n", b"\r\n"))
+    table = read_split(open_source(str(copy)), "dev", "el")
+    assert table.hypothesis.tolist() == pairs("el", "dev").hypothesis.tolist()
+    assert table.label.tolist() == [EXPECTED_IDS[name] for name in pairs("el", "dev").label]
+
+
 def test_bundled_demo_sample_reads_in_every_language():
     from tests.conftest import ROOT
 
