@@ -1,4 +1,5 @@
-"""The pretraining loop: finite losses, exact resume, SIGTERM, torchrun, export and Table 1."""
+"""The pretraining loop: finite losses, exact resume and what refuses one, signals, metrics, torchrun,
+export and Table 1."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ from mdeberta.pretrain.tokens import tokenize_corpus
 from mdeberta.pretrain import train as train_module
 from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
 from mdeberta.recipe import SettingsError
+from tests.tokenizer.conftest import sample_documents, write_shard
 
 from .conftest import train_tokenizer, write_corpus
-from tests.tokenizer.conftest import sample_documents, write_shard
 
 SETTINGS = PretrainSettings(size="tiny", batch_size=4, micro_batch_size=2, max_seq_length=32, max_steps=4,
                             warmup_steps=2, learning_rate=1e-3, log_every=1, eval_every=0, eval_sequences=4,
