@@ -109,7 +109,8 @@ def _wide(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_summaries(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each seed's row, then the mean and (sample) standard deviation over seeds."""
+    """Each seed's row, then the mean and (sample) standard deviation over seeds: blank for a
+    single seed, whose spread is unknown rather than zero."""
     parts = []
     for (model, setting), group in runs.groupby(["model", "setting"], sort=False):
         values = group.drop(columns=["model", "setting", "seed"])
@@ -117,7 +118,7 @@ def _with_summaries(runs: pd.DataFrame) -> pd.DataFrame:
         parts.append(pd.DataFrame([{"row": "mean", "model": model, "setting": setting, "seed": "mean",
                                     **values.mean().to_dict()}]))
         parts.append(pd.DataFrame([{"row": "std", "model": model, "setting": setting, "seed": "std",
-                                    **values.std(ddof=1).fillna(0.0).to_dict()}]))
+                                    **values.std(ddof=1).to_dict()}]))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -135,13 +136,29 @@ def load_published(path: Path = PUBLISHED, models=COMPARED) -> pd.DataFrame:
     return rows.assign(row="published", seed="published")
 
 
+def _published_over_our_languages(published: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """The published rows of each setting we ran, cut to the languages our rows of that setting
+    cover, with ``avg`` the mean over those: an average over other languages than ours (the
+    paper's is over all 15) would not compare with our ``avg``."""
+    parts = []
+    for setting, rows in ours.groupby("setting", sort=False):
+        languages = [lang for lang in XNLI_LANGUAGES if lang in rows.columns and rows[lang].notna().any()]
+        theirs = published[published.setting == setting]
+        parts.append(theirs[["row", "model", "setting", "seed", *languages]].assign(avg=theirs[languages].mean(axis=1)))
+    return pd.concat(parts, ignore_index=True)
+
+
 def _deltas(means: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Our mean minus each published row, per language; ``avg`` is the mean of those differences,
+    so both sides average the same languages."""
     rows = []
     for _, ours in means.iterrows():
         for _, theirs in published[published.setting == ours.setting].iterrows():
+            differences = {lang: ours[lang] - theirs[lang] for lang in XNLI_LANGUAGES
+                           if pd.notna(ours.get(lang)) and pd.notna(theirs.get(lang))}
             rows.append({"row": "delta", "model": f"{ours.model} - {theirs.model}", "setting": ours.setting,
-                         "seed": "mean - published",
-                         **{col: ours[col] - theirs[col] for col in COLUMNS if col in ours and pd.notna(ours[col])}})
+                         "seed": "mean - published", **differences,
+                         "avg": sum(differences.values()) / len(differences)})
     return pd.DataFrame(rows)
 
 
@@ -156,7 +173,7 @@ def build_tables(run_dirs: list[Path], published: pd.DataFrame) -> dict[str, pd.
             continue
         ours = _with_summaries(_wide(part))
         if split == "test":
-            shown = published[published.setting.isin(ours.setting)]
+            shown = _published_over_our_languages(published, ours)
             ours = pd.concat([ours, shown, _deltas(ours[ours.row == "mean"], shown)], ignore_index=True)
         tables[split] = ours[KEYS + [c for c in COLUMNS if c in ours.columns]]
     return tables
@@ -166,9 +183,12 @@ def _markdown(tables: dict[str, pd.DataFrame], runs: list[dict]) -> str:
     lines = ["# XNLI accuracy (%)", "",
              "Rows: one per setting x seed, then the mean and standard deviation over seeds; on test, the "
              "published rows of the same setting and our mean minus each. `avg` is the unweighted mean of "
-             "the languages shown.", ""]
+             "the languages shown in its row (for the published rows, over the languages our runs cover, "
+             "so it may differ from the paper's 15-language figure by rounding). A blank standard "
+             "deviation: a single seed.", ""]
     for split, table in tables.items():
-        lines += [f"## {split}", "", table.to_markdown(index=False, floatfmt=".2f"), ""]
+        blanked = table.astype(object).where(table.notna(), None)  # tabulate leaves None blank, prints NaN
+        lines += [f"## {split}", "", blanked.to_markdown(index=False, floatfmt=".2f", missingval=""), ""]
     lines += ["## Runs", "", pd.DataFrame(runs).to_markdown(index=False, floatfmt="g"), ""]
     return "\n".join(lines)
 

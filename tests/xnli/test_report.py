@@ -11,20 +11,20 @@ import pytest
 from mdeberta.corpora.languages import XNLI_LANGUAGES
 from mdeberta.manifest import write_json_atomic
 from mdeberta.recipe import output_settings
-from mdeberta.xnli.report import PUBLISHED, ReportError, run_info_path, write_predictions, write_report
+from mdeberta.xnli.report import COLUMNS as COLUMNS_SHOWN, PUBLISHED, ReportError, run_info_path, write_predictions, write_report
 from mdeberta.xnli.settings import XnliSettings
 from mdeberta.xnli.train import accuracy
 
 
-def fake_run(run_dir, setting, seed, correct_of_4, data="facebook/xnli", **settings):
+def fake_run(run_dir, setting, seed, correct_of_4, data="facebook/xnli", languages=XNLI_LANGUAGES, **settings):
     """Four test and dev pairs per language; ``correct_of_4(lang)`` of them predicted right;
     ``settings`` as given to XnliSettings."""
-    trained_with = output_settings(XnliSettings(setting=setting, seeds=[seed], **settings))
+    trained_with = output_settings(XnliSettings(setting=setting, seeds=[seed], languages=list(languages), **settings))
     info = {"model": "ours", "setting": setting, "seed": seed, "best_step": 10, "best_score": 0.5, "steps": 20,
             "train_pairs": 100, "elapsed_s": 1.0, "data": data, "settings": trained_with}
     path = run_info_path(run_dir, setting, seed)
     for split in ("dev", "test"):
-        for lang in XNLI_LANGUAGES:
+        for lang in languages:
             labels = [0, 1, 2, 0]
             right = correct_of_4(lang)
             write_predictions(run_dir, setting, seed, split, lang, labels,
@@ -60,9 +60,12 @@ def test_report_rows_and_merge(tmp_path):
     assert test.loc[("mean", "ours", "zero-shot", "mean"), "en"] == 75
     assert test.loc[("std", "ours", "zero-shot", "std"), "en"] == pytest.approx(35.3553, abs=1e-3)
     assert test.loc[("mean", "ours", "zero-shot", "mean"), "fr"] == 50
-    assert test.loc[("std", "ours", "translate-train-all", "std"), "fr"] == 0  # one seed
+    assert test.loc[("std", "ours", "translate-train-all", "std")].isna().all()  # one seed: unknown, not 0
     assert test.loc[("published", "mDeBERTaV3 base", "zero-shot", "published"), "sw"] == 73.9
     assert test.loc[("published", "XLM-R base", "translate-train-all", "published"), "en"] == 85.4
+    published = pd.read_csv(PUBLISHED).set_index(["model", "setting"])
+    assert test.loc[("published", "mDeBERTaV3 base", "zero-shot", "published"), "avg"] == \
+        pytest.approx(published.loc[("mDeBERTaV3 base", "zero-shot"), list(XNLI_LANGUAGES)].mean())
     assert test.loc[("delta", "ours - mDeBERTaV3 base", "zero-shot", "mean - published"), "en"] == \
         pytest.approx(75 - 88.2)
     assert test.loc[("delta", "ours - XLM-R base", "translate-train-all", "mean - published"), "ur"] == \
@@ -71,11 +74,30 @@ def test_report_rows_and_merge(tmp_path):
     out = tmp_path / "out"
     csv = pd.read_csv(out / "results.csv")
     assert len(csv) == len(tables["test"]) and {"en", "ur", "avg"} <= set(csv.columns)
+    blank = "std,ours,translate-train-all,std" + "," * len(COLUMNS_SHOWN) + "\n"  # one seed: no spread
+    assert blank in (out / "results.csv").read_text()
     results = json.loads((out / "results.json").read_text())
     assert {"test", "dev", "runs"} <= set(results) and len(results["runs"]) == 3
-    assert "| mean " in (out / "results.md").read_text()
+    single = next(r for r in results["test"] if r["row"] == "std" and r["setting"] == "translate-train-all")
+    assert single["en"] is None and single["avg"] is None
+    markdown = (out / "results.md").read_text()
+    assert "| mean " in markdown and "nan" not in markdown
     png = (out / "xnli.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+def test_languages_subset_compares_the_same_languages(tmp_path):
+    """A run over en, fr and de compares with the published rows' mean over en, fr and de, not
+    with the paper's 15-language average."""
+    fake_run(tmp_path / "a", "zero-shot", 1, lambda lang: 4 if lang == "en" else 2, languages=["en", "fr", "de"])
+    test = write_report([tmp_path / "a"], tmp_path / "out")["test"].set_index(["row", "model", "setting", "seed"])
+    published = test.loc[("published", "mDeBERTaV3 base", "zero-shot", "published")]
+    assert published[["en", "fr", "de"]].tolist() == [88.2, 82.6, 82.7] and published.drop(["en", "fr", "de", "avg"]).isna().all()
+    assert published.avg == pytest.approx((88.2 + 82.6 + 82.7) / 3)
+    ours = test.loc[("mean", "ours", "zero-shot", "mean")]
+    assert ours.avg == pytest.approx(200 / 3)
+    delta = test.loc[("delta", "ours - mDeBERTaV3 base", "zero-shot", "mean - published")]
+    assert delta.avg == pytest.approx(ours.avg - published.avg) and delta.drop(["en", "fr", "de", "avg"]).isna().all()
 
 
 def test_the_same_seed_in_two_folders_is_refused(tmp_path):
