@@ -100,6 +100,30 @@ def test_languages_subset_compares_the_same_languages(tmp_path):
     assert delta.avg == pytest.approx(ours.avg - published.avg) and delta.drop(["en", "fr", "de", "avg"]).isna().all()
 
 
+def test_chart_axis_legend_and_title(tmp_path):
+    """The y-axis starts just below the lowest bar end, the legend sits right of the bars and the
+    title carries the average difference to each published row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mdeberta.xnli.report import COLUMNS, _plot_setting
+
+    fake_run(tmp_path / "a", "zero-shot", 1, lambda lang: 3, languages=["en", "fr", "de"])
+    test = write_report([tmp_path / "a"], tmp_path / "out")["test"]
+    fig, ax = plt.subplots()
+    _plot_setting(ax, "zero-shot", test, [c for c in COLUMNS if c in test.columns])
+    bottom, top = ax.get_ylim()
+    assert 70 <= bottom < 75 and 88.2 < top <= 100  # the lowest bar is ours (75), the highest 88.2
+    legend = ax.get_legend()
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1
+    assert "average over 3 languages: ours minus mDeBERTaV3 base -9.5 points, ours minus XLM-R base -6.4 points" \
+        in ax.get_title()
+    plt.close(fig)
+
+
 def test_the_same_seed_in_two_folders_is_refused(tmp_path):
     fake_run(tmp_path / "a", "zero-shot", 1, lambda lang: 4)
     fake_run(tmp_path / "b", "zero-shot", 1, lambda lang: 0)
