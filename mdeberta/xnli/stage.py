@@ -25,7 +25,7 @@ from .data import LABELS, open_source, read_split
 from .report import PREDICTIONS, run_info_path, write_predictions, write_report
 from ..distributed import World, close_world, init_world
 from .settings import XnliSettings
-from .train import BEST, STATE, ResumeMismatchError, accuracy, fine_tune, predict
+from .train import BEST, STATE, ResumeMismatchError, accuracy, evaluation_bar, fine_tune, predict
 
 EVALUATED = ("dev", "test")
 
@@ -170,11 +170,12 @@ class XnliRun:
         best = load_classifier(str(workdir / BEST), self.settings.attention).to(runtime.device)
         pad_id = tokenizer.pad_token_id or 0
         scores = {}
-        for (split, lang), data in evaluation.items():
-            predictions = predict(best, data, self.settings.eval_batch_size, runtime, pad_id)
-            scores[split, lang] = accuracy(predictions, data.labels)
-            if runtime.is_main:
-                write_predictions(self.out, self.settings.setting, seed, split, lang, data.labels, predictions)
+        with evaluation_bar(evaluation.values(), f"seed {seed}: dev and test", runtime, self.progress) as bar:
+            for (split, lang), data in evaluation.items():
+                predictions = predict(best, data, self.settings.eval_batch_size, runtime, pad_id, bar)
+                scores[split, lang] = accuracy(predictions, data.labels)
+                if runtime.is_main:
+                    write_predictions(self.out, self.settings.setting, seed, split, lang, data.labels, predictions)
         if runtime.is_main:
             info = {"model": self.model, "data": self.data, "setting": self.settings.setting, "seed": seed,
                     "best_step": selection.best_step, "best_score": selection.best_score,

@@ -44,19 +44,31 @@ class Selection:
     best_score: float = -1.0
 
 
-def predict(model, data: Encoded, batch_size: int, runtime: World, pad_id: int) -> list[int]:
+def evaluation_bar(sets, description: str, runtime: World, progress: bool) -> tqdm:
+    """One bar over an evaluation pass (all the sets it predicts), in pairs of every process;
+    shown by process 0, and removed when the pass ends."""
+    return tqdm(total=sum(len(data) for data in sets), desc=description, unit=" pairs", leave=False,
+                disable=not (progress and runtime.is_main), dynamic_ncols=True)
+
+
+def predict(model, data: Encoded, batch_size: int, runtime: World, pad_id: int, bar: tqdm | None = None) -> list[int]:
     """Predicted label ids in the order of ``data``; the set is length-sorted, so a batch pads
-    only to its own longest pair, and split between the processes."""
+    only to its own longest pair, and split between the processes: one batch each per round."""
     model.eval()
-    batches = sorted_batches(data.lengths(), batch_size)[runtime.rank::runtime.size]
+    batches = sorted_batches(data.lengths(), batch_size)
     found: list[tuple[int, int]] = []
     # no_grad rather than inference_mode: the encoder caches position indices per length, and an
     # inference tensor in that cache would break the next training step at that length.
     with torch.no_grad(), runtime.autocast():
-        for indices in batches:
-            batch = collate(data, indices, pad_id, runtime.device)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            found += zip(indices, logits.argmax(-1).tolist())
+        for start in range(0, len(batches), runtime.size):
+            round_batches = batches[start:start + runtime.size]
+            if runtime.rank < len(round_batches):
+                indices = round_batches[runtime.rank]
+                batch = collate(data, indices, pad_id, runtime.device)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                found += zip(indices, logits.argmax(-1).tolist())
+            if bar is not None:
+                bar.update(sum(map(len, round_batches)))
     predictions = [0] * len(data)
     for index, label in runtime.gather(found):
         predictions[index] = label
@@ -69,11 +81,12 @@ def accuracy(predictions, labels) -> float:
     return sum(p == y for p, y in zip(predictions, labels)) / len(labels)
 
 
-def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtime: World,
-                    pad_id: int) -> tuple[float, dict[str, float]]:
+def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtime: World, pad_id: int,
+                    progress: bool = False) -> tuple[float, dict[str, float]]:
     """Mean accuracy over the selection dev sets (English alone for zero-shot)."""
-    scores = {lang: accuracy(predict(model, data, batch_size, runtime, pad_id), data.labels)
-              for lang, data in dev_sets.items()}
+    with evaluation_bar(dev_sets.values(), "dev", runtime, progress) as bar:
+        scores = {lang: accuracy(predict(model, data, batch_size, runtime, pad_id, bar), data.labels)
+                  for lang, data in dev_sets.items()}
     return sum(scores.values()) / len(scores), scores
 
 
@@ -184,7 +197,8 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
 
 def _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection: Selection, step: int, workdir: Path,
                        runtime: World, pad_id: int, bar) -> None:
-    score, per_language = selection_score(model, dev_sets, settings.eval_batch_size, runtime, pad_id)
+    score, per_language = selection_score(model, dev_sets, settings.eval_batch_size, runtime, pad_id,
+                                          progress=not bar.disable)
     selection.history.append({"step": step, "score": score, "dev": per_language})
     if score > selection.best_score:
         selection.best_step, selection.best_score = step, score

@@ -8,6 +8,7 @@ averages the halves' gradients): the weights are compared within 1e-5, the predi
 
 from __future__ import annotations
 
+import io
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tqdm import tqdm
 
 from mdeberta.distributed import World, close_world, init_world
 from mdeberta.xnli.batching import concat, encode
@@ -41,10 +43,12 @@ def without_dropout(tiny_model: Path, folder: Path) -> Path:
 def evaluate_then_fine_tune(folder: Path, data: dict, workdir: Path, runtime: World) -> dict:
     tokenizer = load_tokenizer(str(folder))
     model = load_classifier(str(folder)).to(runtime.device)
-    predictions = predict(model, data["evaluation"], SETTINGS.eval_batch_size, runtime, tokenizer.pad_token_id)
+    with tqdm(total=len(data["evaluation"]), file=io.StringIO()) as bar:
+        predictions = predict(model, data["evaluation"], SETTINGS.eval_batch_size, runtime, tokenizer.pad_token_id,
+                              bar)
     selection = fine_tune(model, tokenizer, data["train"], data["dev"], SETTINGS, seed=1, workdir=workdir,
                           runtime=runtime, identity={}, progress=False)
-    return {"predictions": predictions, "history": selection.history,
+    return {"predictions": predictions, "history": selection.history, "counted": bar.n,
             "weights": {name: value.detach().clone() for name, value in model.state_dict().items()}}
 
 
@@ -86,6 +90,7 @@ def test_two_processes_match_one(pairs, tmp_path):
     one = evaluate_then_fine_tune(folder, data, tmp_path / "alone", World())
 
     assert two["predictions"] == one["predictions"]
+    assert two["counted"] == one["counted"] == 135  # the progress bar counts both processes' pairs
     assert [e["step"] for e in two["history"]] == [e["step"] for e in one["history"]] == [1, 2, 3]
     for ours, alone in zip(two["history"], one["history"]):  # a near-tie may flip one dev pair at most
         assert ours["dev"] == pytest.approx(alone["dev"], abs=1 / 6 + 1e-9)

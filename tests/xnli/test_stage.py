@@ -178,6 +178,21 @@ def test_best_checkpoint_agrees_with_the_state_after_any_kill(tiny_model, releas
         torch.testing.assert_close(best[name], value, rtol=0, atol=0, msg=name)
 
 
+def test_evaluation_progress_in_pairs_per_second(tiny_model, releases, capsys):
+    from mdeberta.distributed import World
+    from mdeberta.xnli.batching import encode
+    from mdeberta.xnli.data import open_source, read_split
+    from mdeberta.xnli.stage import load_classifier, load_tokenizer
+
+    tokenizer, model = load_tokenizer(str(tiny_model)), load_classifier(str(tiny_model))
+    dev = {lang: encode(tokenizer, read_split(open_source(str(releases)), "dev", lang), 64) for lang in ("en", "fr")}
+    shown, _ = train_module.selection_score(model, dev, 4, World(), tokenizer.pad_token_id, progress=True)
+    shown_err = capsys.readouterr().err
+    assert "dev:" in shown_err and "pairs/s" in shown_err
+    quiet, _ = train_module.selection_score(model, dev, 4, World(), tokenizer.pad_token_id, progress=False)
+    assert capsys.readouterr().err == "" and quiet == shown
+
+
 def test_finished_run_is_not_redone(zero_shot, tiny_model, releases, capsys):
     before = (zero_shot / "manifest.json").stat().st_mtime
     assert run_cli("--model", tiny_model, "--data", releases, "--out", zero_shot, "--max-train-examples", 20) == 0
