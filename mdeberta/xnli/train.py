@@ -1,22 +1,22 @@
 """Fine-tuning: one readable loop with periodic evaluation, best-checkpoint selection and resume.
 
 The loop keeps two things on disk in its work folder: ``best/`` (the weights of the best
-evaluation so far, as a transformers folder) and ``state.pt`` (model, optimizer, scheduler, RNG,
-step and the evaluations with the best step, written at every evaluation). A rerun finds
-``state.pt`` and continues from that step; batches are a function of (seed, epoch), so it sees the
-batches the killed run would have seen. ``best/`` always holds the step ``state.pt`` records as
+evaluation so far, as a transformers folder) and ``state.pt`` (model, optimizer, scheduler, step
+and the evaluations with the best step, written at every evaluation). A rerun finds ``state.pt``
+and continues from that step; batches are a function of (seed, epoch) and dropout of (seed, step,
+process), so it sees the batches and masks the killed run would have seen. ``best/`` always holds the step ``state.pt`` records as
 the best: a new best is written beside it and moved in only after the state recording it.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..errors import UserError
 from ..optim import adamw
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
-from ..distributed import World, restore_rng_states, rng_states
+from ..distributed import World
 from .settings import XnliSettings
 
 STATE = "state.pt"
@@ -90,6 +90,14 @@ def selection_score(model, dev_sets: dict[str, Encoded], batch_size: int, runtim
     return sum(scores.values()) / len(scores), scores
 
 
+def seed_dropout(seed: int, step: int, rank: int) -> None:
+    """Dropout draws from torch's generator, seeded afresh for each step and process: each process
+    drops its own units of its own pairs (one seed everywhere would drop the same units on every
+    process), and a resumed run draws the killed run's masks without any generator state saved.
+    Which pairs a step trains on depends on (seed, epoch) alone, not on this."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
 def _epoch_batches(data: Encoded, settings: XnliSettings, seed: int, epoch: int, world: int) -> list[list[int]]:
     """A batch smaller than the number of processes would leave one idle: dropped (< world pairs)."""
     batches = length_grouped_batches(data.lengths(), settings.batch_size, seed, epoch)
@@ -132,8 +140,6 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
               workdir: Path, runtime: World, identity: dict, progress: bool = True) -> Selection:
     """Trains ``model`` in place; returns the evaluations with the best one, whose weights are
     in ``workdir/best``. ``identity`` (model, data, settings) must match a state to resume it."""
-    torch.manual_seed(seed)
-    random.seed(seed)
     pad_id = tokenizer.pad_token_id or 0
     model.to(runtime.device)
     steps_per_epoch = len(_epoch_batches(train, settings, seed, 0, runtime.size))
@@ -153,7 +159,6 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        restore_rng_states(state["rng"])
         selection, step = state["selection"], state["step"]
     if runtime.is_main:
         _settle_best(workdir, selection.best_step)
@@ -170,6 +175,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         indices = batches[step % steps_per_epoch]
         batch = collate(train, shard(indices, runtime.rank, runtime.size), pad_id, runtime.device)
         trained.train()
+        seed_dropout(seed, step, runtime.rank)
         with runtime.autocast():
             loss = trained(**batch).loss
         loss.backward()
@@ -188,7 +194,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
             if runtime.is_main:
                 _save_atomic({"identity": identity, "step": step, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "rng": rng_states(), "selection": selection}, state_path)
+                              "selection": selection}, state_path)
                 _settle_best(workdir, selection.best_step)
             runtime.barrier()
     bar.close()

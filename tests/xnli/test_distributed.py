@@ -1,5 +1,6 @@
 """Two processes (gloo on CPU, as torchrun would start them) against one: evaluation gives the
-same predictions, and a few fine-tuning steps the same weights.
+same predictions, and a few fine-tuning steps the same weights; the processes draw different
+dropout.
 
 Dropout is off in the checkpoint both start from, so the two runs do the same arithmetic but for
 the order of a few sums (each process pads its half of a batch to its own longest pair, and DDP
@@ -24,7 +25,7 @@ from mdeberta.xnli.batching import concat, encode
 from mdeberta.xnli.data import open_source, read_split
 from mdeberta.xnli.settings import XnliSettings
 from mdeberta.xnli.stage import load_classifier, load_tokenizer
-from mdeberta.xnli.train import fine_tune, predict
+from mdeberta.xnli.train import fine_tune, predict, seed_dropout
 
 WORLD = 2
 SETTINGS = XnliSettings(batch_size=8, epochs=1.5, warmup=0, lr=1e-3, eval_every=1, eval_batch_size=8)
@@ -49,7 +50,8 @@ def evaluate_then_fine_tune(folder: Path, data: dict, workdir: Path, runtime: Wo
     selection = fine_tune(model, tokenizer, data["train"], data["dev"], SETTINGS, seed=1, workdir=workdir,
                           runtime=runtime, identity={}, progress=False)
     return {"predictions": predictions, "history": selection.history, "counted": bar.n,
-            "weights": {name: value.detach().clone() for name, value in model.state_dict().items()}}
+            "weights": {name: value.detach().clone() for name, value in model.state_dict().items()},
+            "next_draw": torch.rand(4)}  # where the last step left this process' generator
 
 
 def _process(rank: int, folder: Path, data: dict, out: Path) -> None:
@@ -60,9 +62,7 @@ def _process(rank: int, folder: Path, data: dict, out: Path) -> None:
                             timeout=timedelta(seconds=120))
     runtime = init_world("fp32")
     try:
-        result = evaluate_then_fine_tune(folder, data, out / "work", runtime)
-        if runtime.is_main:
-            torch.save(result, out / "result.pt")
+        torch.save(evaluate_then_fine_tune(folder, data, out / "work", runtime), out / f"result-{rank}.pt")
     finally:
         close_world(runtime)
 
@@ -85,7 +85,7 @@ def pairs(tiny_model, releases, tmp_path_factory) -> tuple[Path, dict]:
 def test_two_processes_match_one(pairs, tmp_path):
     folder, data = pairs
     mp.spawn(_process, args=(folder, data, tmp_path), nprocs=WORLD, join=True)
-    two = torch.load(tmp_path / "result.pt", weights_only=False)
+    two, second = (torch.load(tmp_path / f"result-{rank}.pt", weights_only=False) for rank in range(WORLD))
     (tmp_path / "alone").mkdir()
     one = evaluate_then_fine_tune(folder, data, tmp_path / "alone", World())
 
@@ -96,3 +96,17 @@ def test_two_processes_match_one(pairs, tmp_path):
         assert ours["dev"] == pytest.approx(alone["dev"], abs=1 / 6 + 1e-9)
     for name, value in one["weights"].items():
         torch.testing.assert_close(two["weights"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(second["weights"][name], two["weights"][name], rtol=0, atol=0, msg=name)
+    assert not torch.equal(two["next_draw"], second["next_draw"])  # each process seeds dropout by its rank
+    assert torch.equal(two["next_draw"], one["next_draw"])  # process 0 draws as a single process does
+
+
+def test_dropout_seed_differs_by_process_and_step():
+    def mask(seed, step, rank):
+        seed_dropout(seed, step, rank)
+        return torch.nn.functional.dropout(torch.ones(256), 0.5) == 0
+
+    assert torch.equal(mask(1, 7, 0), mask(1, 7, 0))  # a resumed run redraws the same masks
+    assert not torch.equal(mask(1, 7, 0), mask(1, 7, 1))
+    assert not torch.equal(mask(1, 7, 0), mask(1, 8, 0))
+    assert not torch.equal(mask(1, 7, 0), mask(2, 7, 0))
