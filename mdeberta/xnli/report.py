@@ -247,7 +247,8 @@ def _seed_spread(rows: pd.DataFrame, row: pd.Series, columns: list[str]):
 
 def _plot_title(setting: str, rows: pd.DataFrame, languages: int) -> str:
     deltas = rows[rows.row == "delta"]
-    differences = ", ".join(f"{row.model.replace(' - ', ' minus ')} {row.avg:+.1f} points" for _, row in deltas.iterrows())
+    differences = ", ".join(f"{row.model.replace(' - ', ' minus ')} {row.avg:+.1f} points"
+                            for _, row in deltas.iterrows())
     return f"XNLI {setting}, test accuracy\naverage over {languages} languages: {differences}"
 
 

@@ -4,8 +4,9 @@ The loop keeps two things on disk in its work folder: ``best/`` (the weights of 
 evaluation so far, as a transformers folder) and ``state.pt`` (model, optimizer, scheduler, step
 and the evaluations with the best step, written at every evaluation). A rerun finds ``state.pt``
 and continues from that step; batches are a function of (seed, epoch) and dropout of (seed, step,
-process), so it sees the batches and masks the killed run would have seen. ``best/`` always holds the step ``state.pt`` records as
-the best: a new best is written beside it and moved in only after the state recording it.
+process), so it sees the batches and masks the killed run would have seen. ``best/`` always holds
+the step ``state.pt`` records as the best: a new best is written beside it and moved in only
+after the state recording it.
 """
 
 from __future__ import annotations
