@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import recipe
 from ..corpora.languages import XNLI_LANGUAGES
+from ..model import BACKENDS
 from ..recipe import SettingsError
 
 PROTOCOLS = ("zero-shot", "translate-train-all")
@@ -49,8 +50,9 @@ class XnliSettings:
 
     precision: str = recipe.setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS,
                                     group="execution")
-    attention: str = recipe.setting("auto", "attention backend of the model (auto, eager, sdpa)",
-                                    affects_output=False, group="execution", choices=("auto", "eager", "sdpa"))
+    attention: str = recipe.setting("auto", "attention backend of the model (auto: compact for CPU training, "
+                                    "sdpa elsewhere)", affects_output=False, group="execution",
+                                    choices=("auto", *BACKENDS))
     eval_batch_size: int = recipe.setting(128, "pairs per evaluation batch and process", affects_output=False,
                                           group="execution", metavar="N")
 
