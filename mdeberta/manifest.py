@@ -54,6 +54,13 @@ def write_manifest(out: Path, stage: str, inputs: list[dict], settings: dict, st
     write_json_atomic(out / MANIFEST, manifest)
 
 
+def file_stamp(path: Path) -> dict:
+    """A file's size and modification time: a rewritten file gets a new stamp, a copy made with
+    its times (``cp -a``, ``rsync -a``) keeps it, and nothing is read."""
+    stat = Path(path).stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temporary name and rename: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")

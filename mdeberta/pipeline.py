@@ -10,8 +10,9 @@ and tokenizer, and ``<workdir>/ablation.md|csv`` compares them.
 
 Whether a stage is up to date is each stage's own decision (its manifest); the pipeline only
 looks at the manifest and checkpoints before and after to report what happened. A stage that ran
-makes every later stage of its chain redo its work: pretraining records its inputs by path only,
-so a new corpus or tokenizer under the same path would otherwise go unnoticed downstream.
+makes every later stage of its chain redo its work. Across commands (``--until``, then a later
+run) each stage tells by content what changed: pretraining by the corpus and tokenizer its
+checkpoints were trained from, the export by the checkpoint's fingerprint, XNLI by the model's.
 Redoing pretraining sets the old run folder aside (renamed, never deleted): it may hold weeks of
 GPU time.
 """
@@ -167,7 +168,7 @@ class Pipeline:
         return steps
 
     def _model_steps(self, sharing: str, corpus: Path, tokenizer: Path) -> list[_Step]:
-        from .pretrain.checkpoint import latest_checkpoint
+        from .pretrain.checkpoint import checkpoint_fingerprint, latest_checkpoint
 
         label = f" ({sharing})" if self.ablation else ""
         pretrain, model, xnli = (self._folder(name, sharing) for name in ("pretrain", "model", "xnli"))
@@ -175,7 +176,8 @@ class Pipeline:
         reports = [xnli / name / MANIFEST for name in self.recipe.xnli_settings] + [xnli / "results.md"]
 
         def pretrain_state():  # the stage rewrites its manifest even when it had nothing left to do
-            return (pretrain / MANIFEST).exists(), latest_checkpoint(pretrain / "checkpoints")
+            checkpoint = latest_checkpoint(pretrain / "checkpoints")
+            return (pretrain / MANIFEST).exists(), checkpoint and checkpoint_fingerprint(checkpoint)
 
         return [
             _Step("pretrain", f"pretrain{label}", pretrain,
@@ -208,24 +210,24 @@ class Pipeline:
     def _pretrain(self, settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path, redo: bool) -> int:
         from .pretrain.stage import run_pretraining
 
-        if redo and out.exists():
-            aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-            _log(f"pipeline: an earlier stage changed (or --force); {out} set aside as {aside}")
-            out.rename(aside)
+        if redo:
+            _set_aside(out, "an earlier stage changed (or --force)")
+        elif changed := _changed_inputs(settings, corpus, tokenizer, out):
+            _set_aside(out, f"its checkpoints were trained from another {changed} (redone since)")
         return run_pretraining(settings, corpus, tokenizer, out, progress=self.progress)
 
     def _export(self, pretrain: Path, out: Path, redo: bool) -> int:
-        from .pretrain.checkpoint import latest_checkpoint
+        from .pretrain.checkpoint import checkpoint_fingerprint, latest_checkpoint
         from .pretrain.export import export_checkpoint
 
         checkpoint = latest_checkpoint(pretrain / "checkpoints")
         if checkpoint is None:
             raise PipelineError(f"{pretrain / 'checkpoints'}: no checkpoint to export; run the pretrain stage first")
         try:
-            exported = json.loads((out / "export.json").read_text(encoding="utf-8"))["checkpoint"]
+            exported = json.loads((out / "export.json").read_text(encoding="utf-8"))["fingerprint"]
         except (OSError, ValueError, KeyError):
             exported = None
-        if not redo and exported == str(checkpoint.resolve()):
+        if not redo and exported == checkpoint_fingerprint(checkpoint):
             _log(f"export: {out} holds {checkpoint.name} already; nothing to do")
             return 0
         for folder in export_checkpoint(checkpoint, out).values():
@@ -242,8 +244,11 @@ class Pipeline:
         runs = [out / name for name in self.recipe.xnli_settings]
         before = _manifest_state(*(run / MANIFEST for run in runs))
         for settings, run_dir in zip(self.recipe.xnli_runs().values(), runs):
-            status = XnliRun(settings, str(discriminator), self.recipe.pipeline.xnli_data, run_dir,
-                             self.progress).run(force=redo)
+            run = XnliRun(settings, str(discriminator), self.recipe.pipeline.xnli_data, run_dir, self.progress)
+            stale = not redo and run.made_from_other_inputs()
+            if stale:
+                _log(f"pipeline: {run_dir} was fine-tuned from another model or data; redoing it")
+            status = run.run(force=redo or stale)
             if status:
                 return status
         if redo or before != _manifest_state(*(run / MANIFEST for run in runs)) or \
@@ -334,6 +339,26 @@ class Pipeline:
         if (self.workdir / "ablation.md").is_file():
             lines.append(f"Ablation: {self.workdir / 'ablation.md'}")
         self.echo("\n".join(lines))
+
+
+def _set_aside(folder: Path, why: str) -> None:
+    if folder.exists():
+        aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        _log(f"pipeline: {why}; {folder} set aside as {aside}")
+        folder.rename(aside)
+
+
+def _changed_inputs(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path) -> str:
+    """What of the corpus and tokenizer changed since ``out``'s checkpoints were trained ("" when
+    nothing did), e.g. a tokenizer redone by an earlier command: the pretrain stage itself would
+    refuse to continue, while in the pipeline such a run is redone."""
+    from .pretrain.stage import ChangedInputsError, check_continuable
+
+    try:
+        check_continuable(settings, corpus, tokenizer, out)
+    except ChangedInputsError as err:
+        return " and ".join(err.changes)
+    return ""
 
 
 def _duration(seconds: float) -> str:

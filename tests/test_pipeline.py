@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from mdeberta.cli import main
-from mdeberta.pipeline import Pipeline, Recipe
 from mdeberta.errors import UserError
+from mdeberta.pipeline import STAGES, Pipeline, Recipe
+from mdeberta.pretrain.checkpoint import checkpoint_fingerprint
+from mdeberta.xnli.stage import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
@@ -191,6 +193,31 @@ def test_forcing_a_stage_redoes_the_stages_after_it(chain, tmp_path):
     assert statuses(workdir) == {"corpus": "not run", "tokenizer": "not run", "pretrain": "not run",
                                  "export": "done", "xnli": "done"}
     assert (workdir / "xnli" / "results.md").stat().st_mtime_ns != report
+
+
+@pytest.mark.parametrize("stage, until", [("corpus", "tokenizer"), ("pretrain", "pretrain")])
+def test_a_stage_redone_by_an_earlier_command_makes_the_next_redo_what_follows(chain, tmp_path, stage, until):
+    """`--force STAGE --until ...`, then a full run: the later stages are redone from the new outputs
+    (not skipped because their inputs keep their names), and the old pretraining run is set aside."""
+    workdir = tmp_path / "work"
+    shutil.copytree(chain["workdir"], workdir)
+    assert run_in_process(chain["recipe"], "--workdir", workdir, "--force", stage, "--until", until) == 0
+    ran = STAGES[STAGES.index(stage):STAGES.index(until) + 1]
+    assert statuses(workdir) == {name: "done" if name in ran else "not run" if name not in STAGES[:STAGES.index(until) + 1]
+                                 else "skipped" for name in STAGES}
+    assert run_in_process(chain["recipe"], "--workdir", workdir) == 0
+    later = STAGES[STAGES.index(until) + 1:]
+    assert statuses(workdir) == {name: "done" if name in later else "skipped" for name in STAGES}
+    assert len(list(workdir.glob("pretrain.replaced-*"))) == 1
+    checkpoint, discriminator = workdir / "pretrain/checkpoints/step-24", workdir / "model/discriminator"
+    export = json.loads((workdir / "model" / "export.json").read_text())
+    assert export["fingerprint"] == checkpoint_fingerprint(checkpoint)
+    xnli = json.loads((workdir / "xnli" / "zero-shot" / "manifest.json").read_text())
+    assert xnli["inputs"][0]["model"] == model_fingerprint(str(discriminator))
+    made = [workdir / "corpus/manifest.json", checkpoint / "model.safetensors", discriminator / "model.safetensors",
+            workdir / "xnli/zero-shot/manifest.json", workdir / "xnli/results.md"]
+    times = [path.stat().st_mtime_ns for path in made]
+    assert times == sorted(times)  # each made after what it was made from
 
 
 def test_the_ablation_compares_es_nes_gdes_on_one_corpus_and_tokenizer(chain, tmp_path):

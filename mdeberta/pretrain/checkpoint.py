@@ -26,7 +26,7 @@ from transformers import DebertaV2Config
 
 from ..distributed import restore_rng_states, rng_states
 from ..errors import UserError
-from ..manifest import write_json_atomic
+from ..manifest import file_stamp, write_json_atomic
 from ..model import RTDModel
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -67,6 +67,13 @@ def checkpoints(root: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(root: Path) -> Path | None:
     found = checkpoints(root)
     return found[-1][1] if found else None
+
+
+def checkpoint_fingerprint(checkpoint: Path) -> dict:
+    """What tells this checkpoint from any other in its place, such as the same step of a run
+    trained again: the stamp of its weights, which are written once (then the folder is renamed) and
+    never rewritten. Hashing them would read gigabytes on every pipeline run."""
+    return {"step": Path(checkpoint).name, "model.safetensors": file_stamp(_require(checkpoint, "model.safetensors"))}
 
 
 def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler, data_state: dict,

@@ -10,12 +10,13 @@ import shutil
 from pathlib import Path
 
 from ..manifest import write_json_atomic
-from .checkpoint import TOKENIZER_FILES, load_model
+from .checkpoint import TOKENIZER_FILES, checkpoint_fingerprint, load_model
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
     """Each folder is written under a temporary name and renamed when complete; nothing else in
-    ``out`` is touched."""
+    ``out`` is touched. ``export.json`` records the checkpoint's fingerprint, which tells a rerun
+    whether the checkpoint was replaced since (its path alone does not)."""
     checkpoint, out = Path(checkpoint), Path(out)
     model = load_model(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,8 @@ def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
                 shutil.copy2(checkpoint / "tokenizer" / file, tmp / file)
         shutil.rmtree(out / name, ignore_errors=True)
         folders[name] = tmp.rename(out / name)
-    write_json_atomic(out / "export.json", {"checkpoint": str(checkpoint.resolve()), "sharing": model.sharing,
-                                            "mask_token_id": model.mask_token_id,
+    write_json_atomic(out / "export.json", {"checkpoint": str(checkpoint.resolve()),
+                                            "fingerprint": checkpoint_fingerprint(checkpoint),
+                                            "sharing": model.sharing, "mask_token_id": model.mask_token_id,
                                             "real_vocab_size": model.real_vocab_size})
     return folders

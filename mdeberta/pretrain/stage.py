@@ -19,6 +19,12 @@ from .train import Pretrainer, check_resumable
 class ChangedInputsError(UserError):
     """A run folder's checkpoints were trained from another corpus or tokenizer."""
 
+    def __init__(self, checkpoint: Path, changes: list[str]):
+        self.checkpoint, self.changes = checkpoint, changes
+        super().__init__(f"{checkpoint} was trained from another {' and '.join(changes)}; use the same corpus and "
+                         f"tokenizer to resume, or pass another --out (or delete {checkpoint.parent.parent}) to "
+                         "start a new run")
+
 
 def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path, resume: bool = False,
                     progress: bool = True) -> int:
@@ -59,9 +65,7 @@ def check_continuable(settings: PretrainSettings, corpus: Path, tokenizer: Path,
     if corpus_changed:
         changes.append(f"corpus ({'; '.join(corpus_changed)})")
     if changes:
-        raise ChangedInputsError(f"{checkpoint} was trained from another {' and '.join(changes)}; use the same "
-                                 f"corpus and tokenizer to resume, or pass another --out (or delete {out}) to "
-                                 "start a new run")
+        raise ChangedInputsError(checkpoint, changes)
 
 
 def _tokenizer_change(checkpoint: Path, tokenizer: Path) -> list[str]:

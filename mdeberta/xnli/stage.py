@@ -9,6 +9,7 @@ Layout of ``--out`` (both settings may share one folder; the report then shows b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -18,16 +19,18 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..manifest import MANIFEST, is_complete, package_versions, write_json_atomic, write_manifest
+from ..manifest import MANIFEST, file_stamp, is_complete, package_versions, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .batching import Encoded, concat, encode
 from .data import LABELS, open_source, read_split
 from .report import PREDICTIONS, run_info_path, write_predictions, write_report
 from ..distributed import World, close_world, init_world
 from .settings import XnliSettings
-from .train import BEST, STATE, ResumeMismatchError, accuracy, evaluation_bar, fine_tune, predict
+from .train import (BEST, STATE, ResumeMismatchError, accuracy, evaluation_bar, fine_tune, predict,
+                    saved_identity)
 
 EVALUATED = ("dev", "test")
+WEIGHTS = (".safetensors", ".bin")
 
 
 class ModelLoadError(UserError):
@@ -62,6 +65,23 @@ def load_tokenizer(name: str):
                              f"({str(err).splitlines()[0]})") from None
 
 
+def model_fingerprint(model: str) -> str | dict:
+    """What a run was fine-tuned from, by content: a folder re-exported under the same name counts as
+    another model, and one folder named two ways (``run/model``, ``/abs/run/model``) as the same.
+    The hash of config.json and the stamp of each weights file; a hub name stays a name."""
+    folder = Path(model)
+    if not (folder / "config.json").is_file():
+        return model
+    weights = sorted(path for path in folder.iterdir() if path.suffix in WEIGHTS)
+    return {"config_sha256": hashlib.sha256((folder / "config.json").read_bytes()).hexdigest(),
+            **{path.name: file_stamp(path) for path in weights}}
+
+
+def _data_name(data: str) -> str:
+    """A local folder by its absolute path, so that two spellings of it compare equal."""
+    return str(Path(data).resolve()) if Path(data).exists() else data
+
+
 class XnliRun:
     def __init__(self, settings: XnliSettings, model: str, data: str, out: str | Path, progress: bool = True):
         self.settings = settings
@@ -69,9 +89,10 @@ class XnliRun:
         self.data = data
         self.out = Path(out)
         self.progress = progress
+        self.inputs = json.loads(json.dumps({"model": model_fingerprint(model), "data": _data_name(data)}))
         # What a resume state must match; the seed list may grow between reruns.
         trained_with = {k: v for k, v in output_settings(settings).items() if k != "seeds"}
-        self.identity = {"model": model, "data": data, "settings": trained_with}
+        self.identity = {**self.inputs, "settings": trained_with}
 
     def _workdir(self, seed: int) -> Path:
         return self.out / self.settings.setting / f"seed-{seed}"
@@ -82,19 +103,30 @@ class XnliRun:
         if not path.is_file():
             return False
         info = json.loads(path.read_text(encoding="utf-8"))
-        done = {"model": info["model"], "data": info["data"],
-                "settings": {k: v for k, v in info["settings"].items() if k != "seeds"}}
+        done = {**info.get("inputs", {}), "settings": {k: v for k, v in info["settings"].items() if k != "seeds"}}
         if done != json.loads(json.dumps(self.identity)):
             raise ResumeMismatchError(f"{path}: seed {seed} was finished with another model, data or settings; "
                                       "use another --out, or --force to redo it")
         return True
+
+    def made_from_other_inputs(self) -> bool:
+        """Whether ``out`` holds a finished run or seed, or a seed's resume state, made from another
+        model or data (a model re-exported since, say): the pipeline then redoes the run, where this
+        command itself refuses to mix them (``--force`` redoes it)."""
+        manifest = self.out / MANIFEST
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))["inputs"] if manifest.is_file() else []
+        recorded += [json.loads(info.read_text(encoding="utf-8")).get("inputs")
+                     for info in (self.out / PREDICTIONS / self.settings.setting).glob("seed-*/run.json")]
+        recorded += [{key: saved_identity(state).get(key) for key in self.inputs}
+                     for state in (self.out / self.settings.setting).glob(f"seed-*/{STATE}")]
+        return any(inputs != self.inputs for inputs in recorded)
 
     def run(self, force: bool = False) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # one bar per weight file read or written
         started = time.time()
-        inputs = [{"model": self.model, "data": self.data}]
+        inputs = [self.inputs]
         settings = output_settings(self.settings)
         runtime = init_world(self.settings.precision)
         try:
@@ -177,7 +209,8 @@ class XnliRun:
                 if runtime.is_main:
                     write_predictions(self.out, self.settings.setting, seed, split, lang, data.labels, predictions)
         if runtime.is_main:
-            info = {"model": self.model, "data": self.data, "setting": self.settings.setting, "seed": seed,
+            info = {"model": self.model, "data": self.data, "inputs": self.inputs,
+                    "setting": self.settings.setting, "seed": seed,
                     "best_step": selection.best_step, "best_score": selection.best_score,
                     "steps": selection.history[-1]["step"], "train_pairs": len(train),
                     "history": selection.history, "settings": output_settings(self.settings),

@@ -111,6 +111,11 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def saved_identity(state_path: Path) -> dict:
+    """The identity a resume state was saved with; its tensors are memory-mapped, not read."""
+    return torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)["identity"]
+
+
 def _candidate(workdir: Path, step: int) -> Path:
     return workdir / f"{BEST}.step-{step}"
 

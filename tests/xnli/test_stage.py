@@ -4,6 +4,8 @@ in transformers, resume after a kill, reruns and bad input."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -119,6 +121,7 @@ def test_killed_run_resumes_to_the_same_result(zero_shot, tiny_model, releases, 
     with pytest.raises(KeyboardInterrupt):
         XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run()
     assert torch.load(tmp_path / "zero-shot" / "seed-1" / "state.pt", weights_only=False)["step"] == 2
+    assert not XnliRun(settings, str(tiny_model), str(releases), tmp_path).made_from_other_inputs()
     monkeypatch.setattr(train_module, "_save_atomic", save)
     assert XnliRun(settings, str(tiny_model), str(releases), tmp_path, progress=False).run() == 0
 
@@ -191,6 +194,20 @@ def test_evaluation_progress_in_pairs_per_second(tiny_model, releases, capsys):
     assert "dev:" in shown_err and "pairs/s" in shown_err
     quiet, _ = train_module.selection_score(model, dev, 4, World(), tokenizer.pad_token_id, progress=False)
     assert capsys.readouterr().err == "" and quiet == shown
+
+
+def test_a_run_knows_its_model_by_content_not_by_name(zero_shot, tiny_model, releases, tmp_path, monkeypatch):
+    """Named another way, or copied with its times, the model is the same one; rewritten weights (a
+    re-export) make another, and the pipeline redoes a run made from it."""
+    out, model = tmp_path / "run", tmp_path / "model"
+    shutil.copytree(zero_shot, out)
+    shutil.copytree(tiny_model, model)
+    settings = XnliSettings(epochs=1, batch_size=8, eval_every=2, warmup=0.2, lr=1e-3, max_train_examples=20)
+    monkeypatch.chdir(tiny_model.parent)
+    for name in (tiny_model.name, f"./{tiny_model.name}", str(model)):
+        assert not XnliRun(settings, name, str(releases), out).made_from_other_inputs(), name
+    os.utime(model / "model.safetensors")  # as a re-export rewrites it
+    assert XnliRun(settings, str(model), str(releases), out).made_from_other_inputs()
 
 
 def test_finished_run_is_not_redone(zero_shot, tiny_model, releases, capsys):
