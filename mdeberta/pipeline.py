@@ -118,7 +118,7 @@ class _Step:
     run: Callable[[bool], int]  # run(redo) -> exit status
     state: Callable[[], tuple[bool, object]]  # (finished?, a snapshot of the outputs) before and after a run
     chain: str = ""  # the model chain (sharing) it belongs to; "" for the shared corpus and tokenizer
-    resumes: bool = True  # continues from partial work (the tokenizer and export start afresh)
+    has_progress: Callable[[], bool] = lambda: False  # holds work a run continues from (not the tokenizer, export)
 
 
 def _manifest_state(*paths: Path) -> tuple[bool, object]:
@@ -159,9 +159,9 @@ class Pipeline:
         corpus, tokenizer = self.workdir / "corpus", self.workdir / "tokenizer"
         steps = [
             _Step("corpus", "corpus", corpus, lambda redo: self._corpus(corpus, redo),
-                  lambda: _manifest_state(corpus / MANIFEST)),
+                  lambda: _manifest_state(corpus / MANIFEST), has_progress=lambda: _has_content(corpus)),
             _Step("tokenizer", "tokenizer", tokenizer, lambda redo: self._tokenizer(corpus, tokenizer, redo),
-                  lambda: _manifest_state(tokenizer / MANIFEST), resumes=False),
+                  lambda: _manifest_state(tokenizer / MANIFEST)),
         ]
         for sharing in self.recipe.sharings:
             steps += self._model_steps(sharing, corpus, tokenizer)
@@ -181,11 +181,12 @@ class Pipeline:
 
         return [
             _Step("pretrain", f"pretrain{label}", pretrain,
-                  lambda redo: self._pretrain(settings, corpus, tokenizer, pretrain, redo), pretrain_state, sharing),
+                  lambda redo: self._pretrain(settings, corpus, tokenizer, pretrain, redo), pretrain_state, sharing,
+                  has_progress=lambda: latest_checkpoint(pretrain / "checkpoints") is not None),
             _Step("export", f"export{label}", model, lambda redo: self._export(pretrain, model, redo),
-                  lambda: _manifest_state(model / "export.json"), sharing, resumes=False),
+                  lambda: _manifest_state(model / "export.json"), sharing),
             _Step("xnli", f"xnli{label}", xnli, lambda redo: self._xnli(model, xnli, redo),
-                  lambda: _manifest_state(*reports), sharing),
+                  lambda: _manifest_state(*reports), sharing, has_progress=lambda: _has_content(xnli)),
         ]
 
     @property
@@ -293,7 +294,7 @@ class Pipeline:
 
     def _run_step(self, step: _Step, result: StageResult, redo: bool) -> int:
         finished_before, before = step.state()
-        partial = step.resumes and not finished_before and _has_content(step.folder)
+        partial = not finished_before and step.has_progress()  # e.g. no checkpoint yet: pretraining starts over
         result.status = "running"
         redone = " (redo: --force or an earlier stage changed)" if redo and _has_content(step.folder) else ""
         _log(f"pipeline: {step.label} -> {step.folder}{redone}")

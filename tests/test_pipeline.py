@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,14 +52,31 @@ max_length = 64
 """
 
 
-def small_recipe(folder: Path, pipeline: str = "") -> Path:
-    """demo.toml's [corpus] and [tokenizer] with absolute paths, a tiny [pretrain] and [xnli]."""
+def small_recipe(folder: Path, pipeline: str = "", **pretrain) -> Path:
+    """demo.toml's [corpus] and [tokenizer] with absolute paths, a tiny [pretrain] (with the keys
+    given in ``pretrain`` replaced) and [xnli]."""
     demo = (ROOT / "recipes" / "demo.toml").read_text(encoding="utf-8")
     head = demo[:demo.index("[pretrain]")].replace('"corpora/sample"', json.dumps(str(ROOT / "corpora/sample")))
+    chain = SMALL_CHAIN
+    for key, value in pretrain.items():  # the first such key is [pretrain]'s: it comes before [xnli]
+        chain = re.sub(rf"^{key} = .*$", f"{key} = {value}", chain, count=1, flags=re.MULTILINE)
     recipe = folder / "small.toml"
-    recipe.write_text(head + SMALL_CHAIN + "\n[pipeline]\n"
+    recipe.write_text(head + chain + "\n[pipeline]\n"
                       + f"xnli_data = {json.dumps(str(ROOT / 'eval/sample'))}\n" + pipeline, encoding="utf-8")
     return recipe
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def pipeline_command(recipe: Path, workdir: Path) -> list[str]:
+    """The pipeline in a process of its own, as a user starts it (to be stopped by a signal)."""
+    return [sys.executable, "-m", "mdeberta", "pipeline", str(recipe), "--workdir", str(workdir), "--no-progress"]
+
+
+def copy_corpus_and_tokenizer(chain: dict, workdir: Path) -> None:
+    for stage in ("corpus", "tokenizer"):
+        shutil.copytree(chain["workdir"] / stage, workdir / stage)
 
 
 def statuses(workdir: Path) -> dict[str, str]:
@@ -123,22 +141,24 @@ def test_an_empty_stage_range_and_an_unfinished_earlier_stage_are_refused(tmp_pa
         Pipeline(recipe, tmp_path / "work", first="pretrain").run()
 
 
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """A clean workdir; the first run is stopped by SIGTERM once pretraining logs; the second finishes."""
     folder = tmp_path_factory.mktemp("pipeline")
     recipe, workdir = small_recipe(folder), folder / "work"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "mdeberta", "pipeline", str(recipe), "--workdir", str(workdir), "--no-progress"]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = workdir / "pretrain" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not metrics.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    command = pipeline_command(recipe, workdir)
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(workdir / "pretrain" / "metrics.jsonl", first)
     first.send_signal(signal.SIGTERM)
     first_log = first.communicate(timeout=120)[0]
     first_statuses, first_times = statuses(workdir), manifest_times(workdir)
-    second = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(command, check=False, env=ENV, capture_output=True, text=True, timeout=300)
     return {"recipe": recipe, "workdir": workdir, "first": (first.returncode, first_log, first_statuses, first_times),
             "second": second}
 
@@ -156,6 +176,33 @@ def test_a_run_stopped_during_pretraining_continues_without_redoing_corpus_and_t
     assert manifest_times(workdir) == times
     assert "resuming from" in second.stderr
     assert f"XNLI report: {workdir / 'xnli' / 'results.md'}" in second.stdout
+
+
+def test_a_run_killed_hard_after_a_checkpoint_continues_from_it(chain, tmp_path, capsys):
+    """SIGKILL: no handler runs and nothing is saved on the way out (perhaps half a checkpoint
+    folder); the rerun continues from the last whole checkpoint."""
+    workdir = tmp_path / "work"
+    copy_corpus_and_tokenizer(chain, workdir)
+    recipe = small_recipe(tmp_path, max_steps=96, checkpoint_every=4)
+    first = subprocess.Popen(pipeline_command(recipe, workdir), env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    wait_for(workdir / "pretrain" / "checkpoints" / "step-4", first)
+    first.kill()
+    assert first.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    assert run_in_process(recipe, "--workdir", workdir) == 0
+    assert statuses(workdir) == {"corpus": "skipped", "tokenizer": "skipped", "pretrain": "resumed", "export": "done",
+                                 "xnli": "done"}
+    assert "pretrain: resuming from" in capsys.readouterr().err
+    assert (workdir / "xnli" / "results.md").is_file()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_and_says_so(chain, tmp_path):
+    workdir = tmp_path / "work"
+    copy_corpus_and_tokenizer(chain, workdir)
+    (workdir / "pretrain").mkdir()
+    (workdir / "pretrain" / "settings.json").write_text("{}")  # written before the first step
+    assert run_in_process(chain["recipe"], "--workdir", workdir, "--until", "pretrain") == 0
+    assert statuses(workdir)["pretrain"] == "done"
 
 
 def test_every_stage_writes_its_outputs(chain):
