@@ -215,7 +215,27 @@ class Pipeline:
             _set_aside(out, "an earlier stage changed (or --force)")
         elif changed := _changed_inputs(settings, corpus, tokenizer, out):
             _set_aside(out, f"its checkpoints were trained from another {changed} (redone since)")
+        else:
+            self._refuse_continuing_a_torchrun_run(settings, corpus, tokenizer, out)
         return run_pretraining(settings, corpus, tokenizer, out, progress=self.progress)
+
+    def _refuse_continuing_a_torchrun_run(self, settings: PretrainSettings, corpus: Path, tokenizer: Path,
+                                          out: Path) -> None:
+        """An unfinished run that torchrun started would otherwise go on here, in one process: at
+        paper scale, on one GPU for months."""
+        from .pretrain.checkpoint import checkpoints, trained_world_size
+
+        found = checkpoints(out / "checkpoints")
+        if not found or found[-1][0] >= settings.max_steps:
+            return
+        processes = trained_world_size(found[-1][1])
+        if processes > 1:
+            sharing = f" --sharing {settings.sharing}" if self.ablation else ""
+            raise PipelineError(
+                f"{found[-1][1]} was trained by {processes} processes and the run is not finished; continue it "
+                f"under torchrun as it was started (`torchrun --nproc_per_node=N -m mdeberta pretrain run --recipe "
+                f"{self.recipe.path}{sharing} --corpus {corpus} --tokenizer {tokenizer} --out {out}`, see the "
+                "README), then rerun the pipeline; --force pretrain starts over in this one process")
 
     def _export(self, pretrain: Path, out: Path, redo: bool) -> int:
         from .pretrain.checkpoint import checkpoint_fingerprint, latest_checkpoint

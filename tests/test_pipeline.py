@@ -205,6 +205,22 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_and_says_so(chain
     assert statuses(workdir)["pretrain"] == "done"
 
 
+def test_an_unfinished_torchrun_pretraining_is_not_continued_in_one_process(chain, tmp_path, capsys):
+    workdir = tmp_path / "work"
+    copy_corpus_and_tokenizer(chain, workdir)
+    shutil.copytree(chain["workdir"] / "pretrain", workdir / "pretrain")
+    (workdir / "pretrain" / "manifest.json").unlink()
+    state_path = workdir / "pretrain" / "checkpoints" / "step-24" / "training_state.pt"
+    state = torch.load(state_path, weights_only=True)
+    torch.save({**state, "world_size": 2}, state_path)  # as a run under torchrun records it
+    recipe = small_recipe(tmp_path, max_steps=48)
+    assert main(["pipeline", str(recipe), "--workdir", str(workdir), "--until", "export", "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "trained by 2 processes" in error and "torchrun --nproc_per_node=N -m mdeberta pretrain run" in error
+    metrics = [folder / "pretrain" / "metrics.jsonl" for folder in (workdir, chain["workdir"])]
+    assert metrics[0].read_text() == metrics[1].read_text()  # not a step trained
+
+
 def test_every_stage_writes_its_outputs(chain):
     workdir = chain["workdir"]
     assert chain["second"].returncode == 0
@@ -249,9 +265,9 @@ def test_a_stage_redone_by_an_earlier_command_makes_the_next_redo_what_follows(c
     workdir = tmp_path / "work"
     shutil.copytree(chain["workdir"], workdir)
     assert run_in_process(chain["recipe"], "--workdir", workdir, "--force", stage, "--until", until) == 0
-    ran = STAGES[STAGES.index(stage):STAGES.index(until) + 1]
-    assert statuses(workdir) == {name: "done" if name in ran else "not run" if name not in STAGES[:STAGES.index(until) + 1]
-                                 else "skipped" for name in STAGES}
+    earlier, ran = STAGES[:STAGES.index(stage)], STAGES[STAGES.index(stage):STAGES.index(until) + 1]
+    assert statuses(workdir) == {name: "skipped" if name in earlier else "done" if name in ran else "not run"
+                                 for name in STAGES}
     assert run_in_process(chain["recipe"], "--workdir", workdir) == 0
     later = STAGES[STAGES.index(until) + 1:]
     assert statuses(workdir) == {name: "done" if name in later else "skipped" for name in STAGES}

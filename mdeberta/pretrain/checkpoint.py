@@ -3,7 +3,7 @@
 ``<out>/checkpoints/step-N/``
     model.safetensors     the RTD model (generator, discriminator, E_delta under GDES)
     model.json            the two configs and the ids needed to rebuild it
-    training_state.pt     optimizer, scheduler, step, skipped steps, RNG states
+    training_state.pt     optimizer, scheduler, step, skipped steps, RNG states, number of processes
     data_state.json       the data position (batch number, per-language cursors and epochs)
     settings.json         the run's effective settings
     tokenizer/            the tokenizer files, so the folder exports on its own
@@ -77,15 +77,16 @@ def checkpoint_fingerprint(checkpoint: Path) -> dict:
 
 
 def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler, data_state: dict,
-                    settings, tokenizer: Path, keep: int, skipped_steps: int = 0) -> Path:
+                    settings, tokenizer: Path, keep: int, skipped_steps: int = 0, world_size: int = 1) -> Path:
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
     write_json_atomic(tmp / "model.json", rtd_description(model))
-    torch.save({"step": step, "skipped_steps": skipped_steps, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_states()}, tmp / "training_state.pt")
+    torch.save({"step": step, "skipped_steps": skipped_steps, "world_size": world_size,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()},
+               tmp / "training_state.pt")
     write_json_atomic(tmp / "data_state.json", data_state)
     write_json_atomic(tmp / "settings.json", asdict(settings))
     (tmp / "tokenizer").mkdir()
@@ -129,6 +130,13 @@ def load_training_state(checkpoint: Path, optimizer, scheduler) -> tuple[int, in
     restore_rng_states(state["rng"])
     data_state = json.loads(_require(checkpoint, "data_state.json").read_text(encoding="utf-8"))
     return state["step"], state.get("skipped_steps", 0), data_state
+
+
+def trained_world_size(checkpoint: Path) -> int:
+    """How many processes trained the run up to this checkpoint (1 where a checkpoint does not
+    record it). Memory-mapped: the optimizer state, twice the model's size, is not read."""
+    state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True, mmap=True)
+    return state.get("world_size", 1)
 
 
 def saved_settings(checkpoint: Path) -> dict:

@@ -365,7 +365,7 @@ class Pretrainer:
         if self.world.is_main:
             save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler,
                             self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints,
-                            self.skipped_steps)
+                            self.skipped_steps, self.world.size)
         self.world.wait_for_main()
 
 

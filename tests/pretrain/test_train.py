@@ -22,7 +22,7 @@ import transformers
 from mdeberta import model as ours
 from mdeberta.cli import main
 from mdeberta.pretrain.analyze import embedding_statistics
-from mdeberta.pretrain.checkpoint import latest_checkpoint, load_model
+from mdeberta.pretrain.checkpoint import latest_checkpoint, load_model, trained_world_size
 from mdeberta.distributed import World
 from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
@@ -335,6 +335,7 @@ def test_two_processes_under_torchrun_match_one(tokens, tokenizer, corpus_dir, t
     assert main(common + ["--out", str(tmp_path / "one")]) == 0
     one, two = weights(tmp_path / "one/checkpoints/step-3"), weights(tmp_path / "two/checkpoints/step-3")
     assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-5
+    assert [trained_world_size(tmp_path / out / "checkpoints/step-3") for out in ("one", "two")] == [1, 2]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
