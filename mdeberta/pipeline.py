@@ -372,13 +372,20 @@ def _set_aside(folder: Path, why: str) -> None:
 def _changed_inputs(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path) -> str:
     """What of the corpus and tokenizer changed since ``out``'s checkpoints were trained ("" when
     nothing did), e.g. a tokenizer redone by an earlier command: the pretrain stage itself would
-    refuse to continue, while in the pipeline such a run is redone."""
+    refuse to continue, while in the pipeline such a run is redone. Changed [pretrain] settings stop
+    the pipeline instead: they are more likely a slip than a new run, and the run may hold weeks of
+    GPU time."""
     from .pretrain.stage import ChangedInputsError, check_continuable
+    from .pretrain.train import ChangedSettingsError
 
     try:
         check_continuable(settings, corpus, tokenizer, out)
     except ChangedInputsError as err:
         return " and ".join(err.changes)
+    except ChangedSettingsError as err:
+        raise PipelineError(f"{err.checkpoint} was trained with other [pretrain] settings ({err.details}); set them "
+                            "back to continue the run, or add --force pretrain to start over (the run is set aside "
+                            f"as {out.name}.replaced-<date>)") from None
     return ""
 
 

@@ -221,6 +221,16 @@ def test_an_unfinished_torchrun_pretraining_is_not_continued_in_one_process(chai
     assert metrics[0].read_text() == metrics[1].read_text()  # not a step trained
 
 
+def test_a_changed_pretrain_setting_stops_with_the_pipelines_advice(chain, tmp_path, capsys):
+    workdir = tmp_path / "work"
+    copy_corpus_and_tokenizer(chain, workdir)
+    shutil.copytree(chain["workdir"] / "pretrain", workdir / "pretrain")
+    recipe = small_recipe(tmp_path, learning_rate=1e-3)
+    assert main(["pipeline", str(recipe), "--workdir", str(workdir), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "learning_rate: 0.002 -> 0.001" in error and "--force pretrain" in error and "--out" not in error
+
+
 def test_every_stage_writes_its_outputs(chain):
     workdir = chain["workdir"]
     assert chain["second"].returncode == 0

@@ -42,6 +42,15 @@ class NonFiniteLossError(UserError):
     pass
 
 
+class ChangedSettingsError(SettingsError):
+    """A checkpoint met with settings it was not trained with, listed in ``details``."""
+
+    def __init__(self, checkpoint: Path, details: str):
+        self.checkpoint, self.details = checkpoint, details
+        super().__init__(f"{checkpoint} was trained with other settings ({details}); use them again to resume, or "
+                         f"pass another --out (or delete {checkpoint.parent}) to start a new run")
+
+
 def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
@@ -95,8 +104,7 @@ def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
                if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value]
     if changed:
         details = ", ".join(f"{name}: {saved[name]} -> {current[name]}" for name in changed)
-        raise SettingsError(f"{checkpoint} was trained with other settings ({details}); use them again to "
-                            f"resume, or pass another --out (or delete {checkpoint.parent}) to start a new run")
+        raise ChangedSettingsError(checkpoint, details)
 
 
 class _Interval:
