@@ -315,7 +315,8 @@ def _add_pipeline_group(stages) -> None:
     pipeline.add_argument("--until", dest="last", choices=STAGES, metavar="STAGE", help="stop after this stage "
                           f"(stages: {', '.join(STAGES)})")
     pipeline.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
-                          help="redo this stage even if up to date, and so every later one (repeatable)")
+                          help="redo this stage even if up to date, and so every later one (repeatable; within "
+                          "--from/--until)")
     pipeline.add_argument("--no-progress", action="store_true", help="no progress bars")
     pipeline.set_defaults(handler=_pipeline)
 

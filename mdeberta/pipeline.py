@@ -142,12 +142,16 @@ class Pipeline:
                 raise PipelineError(f"unknown stage '{name}'; the stages are {', '.join(STAGES)}")
         if STAGES.index(first) > STAGES.index(last):
             raise PipelineError(f"--from {first} comes after --until {last}")
+        self.selected = STAGES[STAGES.index(first):STAGES.index(last) + 1]
+        outside = [name for name in force if name not in self.selected]
+        if outside:
+            raise PipelineError(f"--force {outside[0]}: not among the stages this run does "
+                                f"({', '.join(self.selected)}); widen --from/--until or leave it out")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise PipelineError("mdeberta pipeline runs in one process: under torchrun, start the pretrain and "
                                 "xnli stages themselves (`torchrun ... -m mdeberta pretrain run ...`); see the README")
         self.recipe = Recipe.load(recipe)
         self.workdir = Path(workdir)
-        self.selected = STAGES[STAGES.index(first):STAGES.index(last) + 1]
         self.force = set(force)
         self.progress = progress
         self.echo = echo

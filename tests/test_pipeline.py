@@ -140,6 +140,16 @@ def test_an_empty_stage_range_and_an_unfinished_earlier_stage_are_refused(tmp_pa
     with pytest.raises(UserError, match="corpus is not finished"):
         Pipeline(recipe, tmp_path / "work", first="pretrain").run()
 
+@pytest.mark.parametrize("first, last, force", [("corpus", "tokenizer", "pretrain"), ("export", "xnli", "corpus")])
+def test_forcing_a_stage_outside_the_range_is_one_line(tmp_path, capsys, first, last, force):
+    argv = ["pipeline", str(small_recipe(tmp_path)), "--workdir", str(tmp_path / "work"), "--from", first,
+            "--until", last, "--force", force]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"--force {force}: not among the stages this run does" in error
+    assert not (tmp_path / "work").exists()
+
+
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
