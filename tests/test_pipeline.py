@@ -1,6 +1,9 @@
 """`mdeberta pipeline`: every recipe validates; the demo chain from a clean workdir, stopped during
-pretraining and run again, ends with every stage's outputs and the XNLI report; a third run skips
-every stage; --force redoes a stage and what follows it."""
+pretraining (SIGTERM, or SIGKILL after a checkpoint) and run again, ends with every stage's outputs
+and the XNLI report; a third run skips every stage; --force redoes a stage and what follows it, in
+the same command or, after --until, in the next one (old pretraining runs set aside); refusals:
+--force outside --from/--until, changed [pretrain] settings, an unfinished torchrun run, torchrun
+itself; the Slurm examples parse."""
 
 from __future__ import annotations
 
@@ -248,12 +251,25 @@ def test_every_stage_writes_its_outputs(chain):
     for stage in ("corpus", "tokenizer", "pretrain", "xnli/zero-shot"):
         assert (workdir / stage / "manifest.json").is_file(), stage
     assert (workdir / "corpus" / "stats.json").is_file()
-    assert {"spm.model", "tokenizer.json", "report.md"} <= {p.name for p in (workdir / "tokenizer").iterdir()}
-    assert (workdir / "pretrain" / "checkpoints" / "step-24" / "model.safetensors").is_file()
+    stats = pd.read_csv(workdir / "corpus" / "stats.csv")
+    assert {"lang", "step", "reason", "documents"} <= set(stats.columns) and "en" in set(stats.lang)
+    assert {"spm.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "report.md"} <= \
+        {p.name for p in (workdir / "tokenizer").iterdir()}
+    checkpoint = workdir / "pretrain" / "checkpoints" / "step-24"
+    assert (checkpoint / "model.safetensors").is_file()
     steps = [json.loads(line)["step"] for line in (workdir / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 24 and steps == sorted(steps)
     for model in ("discriminator", "generator"):
-        assert {"config.json", "model.safetensors", "spm.model"} <= {p.name for p in (workdir / "model" / model).iterdir()}
+        files = {p.name for p in (workdir / "model" / model).iterdir()}
+        assert {"config.json", "model.safetensors", "spm.model"} <= files
+    export = json.loads((workdir / "model" / "export.json").read_text())
+    assert export["fingerprint"] == checkpoint_fingerprint(checkpoint) and export["sharing"] == "gdes"
+    run = workdir / "xnli" / "zero-shot"
+    predictions = run / "predictions" / "zero-shot" / "seed-1"
+    assert (predictions / "run.json").is_file()
+    for split in ("dev", "test"):
+        assert {p.stem for p in (predictions / split).glob("*.csv")} >= {"en", "sw", "zh"}
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (run / "zero-shot" / "seed-1" / "best").iterdir()}
     results = pd.read_csv(workdir / "xnli" / "results.csv")
     assert set(results.setting) == {"zero-shot"} and "sw" in results.columns
     assert (workdir / "xnli" / "results.md").is_file() and (workdir / "xnli" / "xnli.png").is_file()
@@ -303,6 +319,17 @@ def test_a_stage_redone_by_an_earlier_command_makes_the_next_redo_what_follows(c
     assert times == sorted(times)  # each made after what it was made from
 
 
+def test_forcing_the_tokenizer_redoes_what_follows_and_sets_the_old_pretraining_aside(chain, tmp_path):
+    workdir = tmp_path / "work"
+    shutil.copytree(chain["workdir"], workdir)
+    old = checkpoint_fingerprint(workdir / "pretrain" / "checkpoints" / "step-24")
+    assert run_in_process(chain["recipe"], "--workdir", workdir, "--force", "tokenizer") == 0
+    assert statuses(workdir) == {"corpus": "skipped", **{name: "done" for name in STAGES[1:]}}
+    [aside] = workdir.glob("pretrain.replaced-*")
+    assert checkpoint_fingerprint(aside / "checkpoints" / "step-24") == old  # moved whole, not rewritten
+    assert checkpoint_fingerprint(workdir / "pretrain" / "checkpoints" / "step-24") != old
+
+
 def test_the_ablation_compares_es_nes_gdes_on_one_corpus_and_tokenizer(chain, tmp_path):
     workdir = tmp_path / "work"
     for stage in ("corpus", "tokenizer"):
@@ -319,6 +346,18 @@ def test_the_ablation_compares_es_nes_gdes_on_one_corpus_and_tokenizer(chain, tm
     assert table.cos_E_D.notna().tolist() == [False, True, True]  # under ES, E_D is E_G
     assert table["xnli_zero-shot"].notna().all()
     assert "cos_E_delta" in (workdir / "ablation.md").read_text()
+
+
+def test_under_torchrun_the_pipeline_points_to_the_stage_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="runs in one process: under torchrun, start the pretrain and xnli stages"):
+        Pipeline(small_recipe(tmp_path), tmp_path / "work")
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "examples" / "slurm").glob("*.sh")), ids=lambda p: p.name)
+def test_slurm_examples_parse(script):
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_stage_names_are_checked(tmp_path):
