@@ -215,8 +215,12 @@ class Pretrainer:
         return step
 
     def _on_signal(self, signum, frame) -> None:
-        if self.stop_signal is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
+        """A second Ctrl-C stops at once. A repeated SIGTERM is the same request: under Slurm every
+        process of a job step receives it, and torchrun then passes on its own."""
+        if self.stop_signal is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         self.stop_signal = signum
         if self.world.is_main:
             _log(f"pretrain: {signal.Signals(signum).name} received; saving a checkpoint after this step")

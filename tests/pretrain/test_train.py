@@ -61,14 +61,15 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return safetensors.torch.load_file(str(checkpoint / "model.safetensors"))
 
 
-def signal_after(monkeypatch, steps: int, signum=signal.SIGTERM) -> None:
+def signal_after(monkeypatch, steps: int, signum=signal.SIGTERM, times: int = 1) -> None:
     """Sends ``signum`` to this process once ``steps`` steps are done, as a cluster's preemption would."""
     original = Pretrainer._step
 
     def step_then_signal(self, model, step, batch, interval):
         result = original(self, model, step, batch, interval)
         if step + 1 == steps:
-            os.kill(os.getpid(), signum)
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
         return result
 
     monkeypatch.setattr(Pretrainer, "_step", step_then_signal)
@@ -161,6 +162,21 @@ def test_a_signal_saves_a_loadable_checkpoint_after_the_current_step(tokens, tok
     assert not [r for r in records(tmp_path) if "valid_loss" in r]  # the grace period is not spent validating
     assert isinstance(load_model(checkpoint), ours.RTDModel)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_repeated_sigterm_still_saves_a_checkpoint(tokens, tokenizer, tmp_path, monkeypatch):
+    """Under Slurm with torchrun a process gets SIGTERM twice: from Slurm and from torchrun."""
+    signal_after(monkeypatch, 2, signal.SIGTERM, times=2)
+    assert train(tokens, tokenizer, tmp_path, max_steps=50) == 143
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-2"
+
+
+def test_a_second_ctrl_c_stops_at_once(tokens, tokenizer, tmp_path, monkeypatch):
+    signal_after(monkeypatch, 2, signal.SIGINT, times=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tokens, tokenizer, tmp_path, max_steps=50)
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
