@@ -98,7 +98,8 @@ class TransformersDiscriminator(nn.Module):
 
 
 class TransformersRTD(nn.Module):
-    """The RTD step from transformers' modules, masking and sampling shared with ours."""
+    """The RTD step from transformers' modules, masking and sampling shared with ours (specials are
+    neither masked nor sampled)."""
 
     def __init__(self, discriminator_config, generator_config, mask_token_id: int, masked_head: bool):
         super().__init__()
@@ -125,7 +126,7 @@ class TransformersRTD(nn.Module):
                                  labels=input_ids.masked_fill(~masked, -100))
             logits, mlm_loss = out.logits[masked], out.loss
         corrupted = input_ids.clone()
-        corrupted[masked] = sample_replacements(logits, 1.0, generator)
+        corrupted[masked] = sample_replacements(logits, 1.0, generator, excluded=self.special_token_ids)
         labels = corrupted != input_ids
         real = attention_mask.bool()
         rtd_logits = self.discriminator(corrupted, attention_mask)
