@@ -3,7 +3,7 @@ pretraining (SIGTERM, or SIGKILL after a checkpoint) and run again, ends with ev
 and the XNLI report; a third run skips every stage; --force redoes a stage and what follows it, in
 the same command or, after --until, in the next one (old pretraining runs set aside); refusals:
 --force outside --from/--until, changed [pretrain] settings, an unfinished torchrun run, torchrun
-itself; the Slurm examples parse."""
+itself; the Slurm examples parse, and the XNLI job runs the recipe's settings."""
 
 from __future__ import annotations
 
@@ -358,6 +358,23 @@ def test_under_torchrun_the_pipeline_points_to_the_stage_commands(tmp_path, monk
 def test_slurm_examples_parse(script):
     done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_xnli_job_runs_the_recipes_settings_on_its_data(tmp_path):
+    """examples/slurm/xnli.sh with torchrun and mdeberta replaced by stubs that log their arguments."""
+    stubs, calls = tmp_path / "bin", tmp_path / "calls"
+    stubs.mkdir()
+    for name in ("torchrun", "mdeberta"):
+        (stubs / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\n')
+        (stubs / name).chmod(0o755)
+    env = {**ENV, "PATH": f"{stubs}:{Path(sys.executable).parent}:{os.environ['PATH']}", "RUN": "run",
+           "RECIPE": "recipes/mdeberta-v3-base.toml"}
+    subprocess.run(["bash", "examples/slurm/xnli.sh"], env=env, cwd=ROOT, check=True, timeout=120)
+    torchrun = [line for line in calls.read_text().splitlines() if line.startswith("torchrun")]
+    assert [line.split("--setting ")[1].split()[0] for line in torchrun] == ["zero-shot", "translate-train-all"]
+    assert all("--data facebook/xnli " in line for line in torchrun)
+    assert calls.read_text().splitlines()[-1] == \
+        "mdeberta xnli report run/xnli/zero-shot run/xnli/translate-train-all --out run/xnli"
 
 
 def test_stage_names_are_checked(tmp_path):
