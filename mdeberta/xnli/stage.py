@@ -43,16 +43,40 @@ def _log(message: str, runtime: World | None = None) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def load_classifier(name: str, attention: str = "auto"):
-    """Our encoder with a 3-way head, from any deberta-v2 folder or hub name; labels by name."""
+def load_classifier(name: str, attention: str = "auto", runtime: World | None = None):
+    """Our encoder with a 3-way head, from any deberta-v2 folder or hub name; labels by name.
+
+    transformers' multi-line load report is replaced by one line: a pretrained encoder always
+    lacks the new head, which is worth a note, not a warning."""
+    from transformers.utils import logging as hf_logging
+
     from .. import model as models
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        return models.from_pretrained(name, head="classification", attention=attention, num_labels=len(LABELS),
-                                      id2label=dict(enumerate(LABELS)),
-                                      label2id={label: i for i, label in enumerate(LABELS)})
+        classifier, info = models.from_pretrained(
+            name, head="classification", attention=attention, num_labels=len(LABELS), output_loading_info=True,
+            id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"--model {name}: cannot load a deberta-v2 model ({str(err).splitlines()[0]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    _log_loading_info(name, info, runtime)
+    return classifier
+
+
+def _log_loading_info(name: str, info: dict, runtime: World | None) -> None:
+    notes = []
+    if info["missing_keys"]:
+        heads = sorted({key.split(".")[0] for key in info["missing_keys"]})
+        notes.append(f"newly initialised: {', '.join(heads)} ({len(info['missing_keys'])} tensors)")
+    if info["unexpected_keys"]:
+        notes.append(f"{len(info['unexpected_keys'])} weights not used (e.g. {sorted(info['unexpected_keys'])[0]})")
+    if info["mismatched_keys"]:
+        notes.append(f"{len(info['mismatched_keys'])} weights of another shape, newly initialised")
+    if notes:
+        _log(f"xnli: loaded {name}; {'; '.join(notes)}", runtime)
 
 
 def load_tokenizer(name: str):
@@ -186,7 +210,7 @@ class XnliRun:
         workdir = self._workdir(seed)
         workdir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)  # the new classification head's initial weights
-        classifier = load_classifier(self.model, self.settings.attention)
+        classifier = load_classifier(self.model, self.settings.attention, runtime)
         if len(tokenizer) > classifier.config.vocab_size:
             raise ModelLoadError(f"--model {self.model}: the tokenizer has {len(tokenizer):,} tokens but the model "
                                  f"embeds only {classifier.config.vocab_size:,}")
@@ -199,7 +223,7 @@ class XnliRun:
         selection = fine_tune(classifier, tokenizer, train, selection_sets, self.settings, seed, workdir, runtime,
                               identity, self.progress)
 
-        best = load_classifier(str(workdir / BEST), self.settings.attention).to(runtime.device)
+        best = load_classifier(str(workdir / BEST), self.settings.attention, runtime).to(runtime.device)
         pad_id = tokenizer.pad_token_id or 0
         scores = {}
         with evaluation_bar(evaluation.values(), f"seed {seed}: dev and test", runtime, self.progress) as bar:

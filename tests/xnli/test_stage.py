@@ -244,3 +244,14 @@ def test_bad_input_is_one_line(args, message, tiny_model, releases, tmp_path, ca
     assert run_cli(*flat) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mdeberta: error: ") and message.format(tmp=tmp_path) in err[-1]
+
+
+def test_loading_an_encoder_says_in_one_line_which_head_is_new(tiny_model, capsys, caplog):
+    """transformers' multi-line load report (a warning for a head that is always new) is replaced
+    by one line on stderr."""
+    from mdeberta.xnli.stage import load_classifier
+
+    load_classifier(str(tiny_model))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("xnli: loaded")]
+    assert lines == [f"xnli: loaded {tiny_model}; newly initialised: classifier, pooler (4 tensors)"]
+    assert not [record for record in caplog.records if "LOAD REPORT" in record.getMessage()]
