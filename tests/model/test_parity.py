@@ -103,18 +103,21 @@ def test_auto_takes_compact_for_cpu_training_and_sdpa_otherwise():
     assert pick_backend("eager", leaf) == "eager"
 
 
-def test_dropout_mask_rate_and_reproducibility():
-    from mdeberta.model.attention import dropout_mask
+def test_dropout_signs_rate_and_reproducibility():
+    from mdeberta.model.attention import dropout_signs
 
     torch.manual_seed(3)
-    mask, rate = dropout_mask((64, 1000), 0.1, "cpu")
-    assert mask.dtype == torch.bool and mask.shape == (64, 1000)
+    signs, rate = dropout_signs((64, 1000), 0.1, "cpu")
+    assert signs.dtype == torch.float32 and signs.shape == (64, 1000)
     assert rate == round(0.1 * 65536) / 65536
-    dropped = mask.sum().item()  # binomial(64,000, 0.1): sd 76, so 6 sd either side
+    assert (signs != 0).all()  # every element has a definite sign, also after rounding to bf16
+    assert (dropout_signs((64, 1000), 0.1, "cpu", torch.bfloat16)[0] != 0).all()
+    dropped = (signs < 0).sum().item()  # binomial(64,000, 0.1): sd 76, so 6 sd either side
     assert abs(dropped - 6400) < 6 * 76
     torch.manual_seed(3)
-    assert torch.equal(dropout_mask((64, 1000), 0.1, "cpu")[0], mask)
-    assert not dropout_mask((1000,), 0.0, "cpu")[0].any()
+    assert torch.equal(dropout_signs((64, 1000), 0.1, "cpu")[0], signs)
+    assert not (dropout_signs((1000,), 0.0, "cpu")[0] < 0).any()
+    assert (dropout_signs((1000,), 1.0, "cpu")[0] < 0).all()
 
 
 def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
@@ -124,7 +127,8 @@ def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
     torch.manual_seed(0)
     shape = (2, 3, 9, 9)
     drop = torch.rand(shape) < 0.3
-    monkeypatch.setattr(attention, "dropout_mask", lambda s, p, device: (drop, 0.3))
+    monkeypatch.setattr(attention, "dropout_signs",
+                        lambda s, p, device, dtype: (torch.where(drop, -1.0, 1.0).to(dtype), 0.3))
     q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     c2p = torch.randn(2, 3, 9, 6, dtype=torch.float64, requires_grad=True)
     p2c = torch.randn(2, 3, 6, 9, dtype=torch.float64, requires_grad=True)  # positions x keys
