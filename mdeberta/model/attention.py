@@ -13,10 +13,11 @@ Backends:
   kernel (bias gradient and dropout included); on CPU, inference runs the flash kernel and
   training PyTorch's math path (the CPU kernels give no gradient for the bias).
 - ``compact``: the same GEMMs and gathers, with scores, softmax, dropout and attention x V in one
-  autograd node whose backward is written out. It keeps only Q, K, V, the probabilities and a
-  one-byte dropout mask for backward (PyTorch's math path also keeps the dropped probabilities:
-  4 bytes per score more), works in place, and draws the dropout mask from 16-bit lanes of
-  random 64-bit words (half the time of ``bernoulli_`` on CPU). Meant for CPU training.
+  autograd node whose backward is written out. It keeps only Q, K, V and the probabilities for
+  backward, the dropout mask in their sign bits (PyTorch's math path also keeps the dropped
+  probabilities: 4 bytes per score more), works in place with vectorised passes only, and draws
+  the dropout mask from 16-bit lanes of random 64-bit words (a quarter of ``bernoulli_``'s
+  generator calls). Meant for CPU training.
 - ``auto``: ``compact`` when training on CPU (autograd recording), ``sdpa`` everywhere else.
 """
 
