@@ -202,15 +202,11 @@ class DisentangledSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.scale_factor = 1 + len(self.pos_att_type & {"c2p", "p2c"})
         self.backend = resolve_backend(backend)
-        self._scales: dict[torch.dtype, float] = {}
-
-    def _scale(self, dtype: torch.dtype) -> float:
-        """sqrt(d x factor) built in float32 then rounded to ``dtype``, as the reference does
-        (sqrt(192) -> 13.875 in bf16); once per dtype, not per forward."""
-        if dtype not in self._scales:
-            exact = torch.tensor(self.head_size * self.scale_factor, dtype=torch.float).sqrt()
-            self._scales[dtype] = exact.to(dtype).item()
-        return self._scales[dtype]
+        # sqrt(d x factor) built in float32 then rounded to each dtype, as the reference does
+        # (sqrt(192) -> 13.875 in bf16); plain floats, so a compiled forward does not break on .item().
+        exact = torch.tensor(self.head_size * self.scale_factor, dtype=torch.float, device="cpu").sqrt()
+        self._scales = {dtype: exact.to(dtype).item()
+                        for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16)}
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.heads, self.head_size).transpose(-3, -2)
@@ -222,7 +218,7 @@ class DisentangledSelfAttention(nn.Module):
         queries = self._split_heads(self.query_proj(hidden_states if query_states is None else query_states))
         keys = self._split_heads(self.key_proj(hidden_states))
         values = self._split_heads(self.value_proj(hidden_states))
-        scale = self._scale(queries.dtype)
+        scale = self._scales[queries.dtype]
         rel_embeddings = self.pos_dropout(rel_embeddings)
         index = rel_index.unsqueeze(-3) if rel_index.dim() == 3 else rel_index
         backend = pick_backend(self.backend, queries)

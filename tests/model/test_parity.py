@@ -224,3 +224,14 @@ def test_backends_agree_in_bf16_on_cuda(length):
         slow = mine(ids, attention_mask=mask).last_hidden_state.float()
     assert (fast - slow).abs().max() <= 5e-2
     assert (fast - expected).abs().max() <= 1e-1
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "compact"])
+def test_a_layer_traces_without_graph_breaks(backend):
+    """``--compile`` compiles each layer; a graph break would split it and leave Python between the pieces."""
+    model = ours.build(tiny_config(), attention=backend).train()
+    ids = torch.randint(4, 100, (2, 16))
+    hidden = model.embeddings(ids, torch.ones_like(ids))
+    index, rel_embeddings = model.encoder.relative_positions(16, "cpu")
+    explained = torch._dynamo.explain(model.encoder.layer[0])(hidden, None, index, rel_embeddings)
+    assert explained.graph_break_count == 0, explained.break_reasons
