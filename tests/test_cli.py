@@ -65,3 +65,12 @@ def test_unwritable_output_is_one_clear_line(tmp_path, capsys):
     assert main(["corpus", "prepare", str(SAMPLE), "--out", str(blocker / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mdeberta: error:") and str(blocker) in err and len(err.splitlines()) == 1
+
+
+def test_help_and_the_corpus_stage_do_not_import_torch(tmp_path):
+    """torch and transformers take seconds and hundreds of MB to import; only the model stages need them."""
+    code = ("import sys; from mdeberta.cli import main; code = main(sys.argv[1:]); "
+            "print(code, sorted(name for name in ('torch', 'transformers') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, "corpus", "prepare", str(SAMPLE), "--out",
+                             str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout[-500:] + result.stderr[-2000:]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKENDS = ("eager", "sdpa", "compact")
+from .choices import BACKENDS
 
 
 def resolve_backend(name: str) -> str:

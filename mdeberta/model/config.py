@@ -10,6 +10,7 @@ from __future__ import annotations
 from transformers import DebertaV2Config
 
 from ..errors import UserError
+from .choices import DEFAULT_VOCAB_SIZE, SIZES
 
 V3_SHARED = dict(
     relative_attention=True, position_buckets=256, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
@@ -17,19 +18,6 @@ V3_SHARED = dict(
     type_vocab_size=0, max_position_embeddings=512, hidden_act="gelu", hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.1, initializer_range=0.02, pad_token_id=0,
 )
-
-# layers (discriminator), generator layers, hidden size, attention heads, FFN size
-SIZES = {
-    "tiny": (2, 1, 32, 2, 64),  # CPU tests only
-    "xsmall": (12, 6, 384, 6, 1536),
-    "small": (6, 3, 768, 12, 3072),
-    "base": (12, 6, 768, 12, 3072),
-    "large": (24, 12, 1024, 16, 4096),
-}
-
-# mdeberta-v3-base: 250,101 SentencePiece pieces + [MASK], padded to a round number.
-DEFAULT_VOCAB_SIZE = 251000
-
 
 class UnknownSizeError(UserError, ValueError):
     pass

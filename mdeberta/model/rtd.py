@@ -19,9 +19,9 @@ from torch import nn
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2PreTrainedModel
 
+from .choices import SHARING
 from .modeling import DebertaV2ForMaskedLM, DebertaV2Model, LMHeadTransform
 
-SHARING = ("es", "nes", "gdes")
 SHARED_TABLES = ("word_embeddings", "position_embeddings")
 
 
