@@ -37,6 +37,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def _head_class(head):
     if head not in HEAD_CLASSES:
         choices = ", ".join(h for h in HEAD_CLASSES if h)

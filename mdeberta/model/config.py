@@ -19,6 +19,7 @@ V3_SHARED = dict(
     attention_probs_dropout_prob=0.1, initializer_range=0.02, pad_token_id=0,
 )
 
+
 class UnknownSizeError(UserError, ValueError):
     pass
 
