@@ -3,8 +3,9 @@
 Contenders, all built from the same config with the same seed, in train mode (dropout 0.1 as in
 pretraining), on the same random batch without padding (pretraining packs sequences):
 - ``transformers``: transformers' DebertaV2Model (its only attention path: eager, materialised);
-- ``ours-eager`` / ``ours-sdpa`` / ``ours-compact``: mdeberta.model's encoder with each attention
-  backend (``auto``, the default, is compact for CPU training and sdpa on CUDA);
+- ``ours-eager`` / ``ours-sdpa`` / ``ours-compact`` / ``ours-fused``: mdeberta.model's encoder with
+  each attention backend (``auto``, the default, is fused for CPU training, compact where the
+  fused kernel cannot be built, and sdpa on CUDA); fused's kernel is built before timing;
 - ``bert-sdpa``: transformers' BertModel of the same size with SDPA attention: no disentangled
   terms, the practical floor for any DeBERTa implementation.
 
@@ -26,7 +27,7 @@ import sys
 import torch
 from _timing import interleaved_medians, json_from_child, machine, peak_step_bytes
 
-CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "bert-sdpa")
+CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "ours-fused", "bert-sdpa")
 
 
 def build(contender: str, size: str, vocab_size: int, device: str, dtype: torch.dtype):

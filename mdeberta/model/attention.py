@@ -18,7 +18,13 @@ Backends:
   probabilities: 4 bytes per score more), works in place with vectorised passes only, and draws
   the dropout mask from 16-bit lanes of random 64-bit words (a quarter of ``bernoulli_``'s
   generator calls). Meant for CPU training.
-- ``auto``: ``compact`` when training on CPU (autograd recording), ``sdpa`` everywhere else.
+- ``fused``: ``compact`` with everything between its GEMMs in a C++ kernel (fused_attention.cpp,
+  built on first use): one pass over each score row forward (gathers, mask, softmax, dropout)
+  and one backward (softmax gradient, scatter-adds into the position tables), where compact
+  makes about ten. Same dropout masks as compact. CPU and float32 only; elsewhere, or where the
+  kernel cannot be built, it runs compact's PyTorch code. Opaque to torch.compile.
+- ``auto``: ``fused`` when training on CPU in float32 (autograd recording) and the kernel
+  builds, ``compact`` for other CPU training and under torch.compile, ``sdpa`` everywhere else.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused_kernel
 from .choices import BACKENDS
 
 
@@ -40,12 +47,20 @@ def resolve_backend(name: str) -> str:
 
 
 def pick_backend(name: str, queries: torch.Tensor) -> str:
-    """``auto`` -> ``compact`` for CPU training (measured faster and lighter than PyTorch's math
-    path there), else ``sdpa`` (flash kernel for CPU inference, fused kernels on CUDA)."""
+    """``auto`` -> ``fused`` (or ``compact``) for CPU training, both measured faster and lighter
+    than PyTorch's math path there; else ``sdpa`` (flash kernel for CPU inference, fused kernels
+    on CUDA)."""
     if name != "auto":
         return name
     training = torch.is_grad_enabled() and queries.requires_grad
-    return "compact" if training and queries.device.type == "cpu" else "sdpa"
+    if not training or queries.device.type != "cpu":
+        return "sdpa"
+    return "fused" if _fused_kernel_for(queries) is not None and not torch.compiler.is_compiling() else "compact"
+
+
+def _fused_kernel_for(queries: torch.Tensor):
+    """The fused kernel where it applies (CPU, float32) and builds, else None."""
+    return fused_kernel.load() if queries.device.type == "cpu" and queries.dtype == torch.float32 else None
 
 
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
@@ -101,21 +116,26 @@ def gather_positions(c2p: torch.Tensor, p2c: torch.Tensor, index: torch.Tensor) 
     return position
 
 
-def dropout_signs(shape, p: float, device, dtype=torch.float32) -> tuple[torch.Tensor, float]:
-    """A tensor that is negative exactly where an element is dropped, and the rate it was drawn
-    with: ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.100006).
+def dropout_lanes(shape, p: float, device) -> tuple[torch.Tensor, int, float]:
+    """Random int16 lanes of ``shape``, the cut (an element is dropped where its lane < cut) and
+    the rate that makes: ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.100006).
 
     Four 16-bit lanes per random 64-bit word take a quarter of the generator calls of
     ``bernoulli_``; the global generator draws them, so seeding and saved RNG states reproduce
-    the masks. A sign rather than a bool mask, because it is applied with vectorised
-    ``copysign``/``clamp`` where ``masked_fill`` with a bool mask is about 5x slower on CPU."""
+    the masks."""
     threshold = round(p * 65536)
     count = math.prod(shape)
     words = torch.randint(-2**63, 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device)
-    lanes = words.view(torch.int16)[:count].view(shape)
-    # lane < threshold - 32768  <=>  lane - (threshold - 32768 - 0.5) < 0, exact in float32.
-    signs = lanes.to(torch.float32).sub_(threshold - 32768 - 0.5)
-    return signs.to(dtype), threshold / 65536
+    return words.view(torch.int16)[:count].view(shape), threshold - 32768, threshold / 65536
+
+
+def dropout_signs(shape, p: float, device, dtype=torch.float32) -> tuple[torch.Tensor, float]:
+    """``dropout_lanes`` as a tensor that is negative exactly where an element is dropped, and
+    the rate. A sign rather than a bool mask, because it is applied with vectorised
+    ``copysign``/``clamp`` where ``masked_fill`` with a bool mask is about 5x slower on CPU."""
+    lanes, cut, rate = dropout_lanes(shape, p, device)
+    # lane < cut  <=>  lane - (cut - 0.5) < 0, exact in float32.
+    return lanes.to(torch.float32).sub_(cut - 0.5).to(dtype), rate
 
 
 class _CompactAttention(torch.autograd.Function):
@@ -126,32 +146,22 @@ class _CompactAttention(torch.autograd.Function):
     sign bits (probabilities are >= 0, so a dropped one is kept negated): the mask costs no
     memory, the kept probabilities are a ``clamp`` away and the full ones an ``abs``. The
     1/(1 - p) of dropout scales the [.., L, d] output and its gradient rather than the
-    [.., L, L] probabilities. Masked scores get no gradient, as in the reference's masked_fill."""
+    [.., L, L] probabilities. Masked scores get no gradient, as in the reference's masked_fill.
+
+    With ``kernel`` (the fused backend), the C++ kernel does the work between the GEMMs."""
 
     @staticmethod
-    def forward(ctx, queries, keys, values, c2p, p2c, index, mask, scale, dropout_p):
-        rows, length, width = queries.shape[:2], queries.shape[-2], keys.shape[-2]
-        index = index.expand(*rows, length, width)
-        scores = queries.new_zeros(*rows, length, width) if c2p is None else torch.gather(c2p, -1, index)
-        if p2c is not None:
-            scores.add_(torch.gather(p2c, -2, index))
-        scores.view(-1, length, width).baddbmm_(queries.reshape(-1, length, queries.shape[-1]),
-                                                keys.reshape(-1, width, keys.shape[-1]).transpose(1, 2),
-                                                alpha=1.0 / scale)
-        if mask is not None:
-            scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
-        probs = torch.softmax(scores, dim=-1)
-        del scores
-        kept, keep_scale = probs, 1.0
-        if dropout_p > 0:
-            signs, rate = dropout_signs(probs.shape, dropout_p, probs.device, probs.dtype)
-            keep_scale = 1.0 / (1.0 - rate)
-            probs.copysign_(signs)
-            kept = torch.clamp_min(probs, 0.0, out=signs)
+    def forward(ctx, queries, keys, values, c2p, p2c, index, mask, scale, dropout_p, kernel=None):
+        if kernel is None:
+            probs, kept, keep_scale = _probabilities(queries, keys, c2p, p2c, index, mask, scale, dropout_p)
+        else:
+            index, mask = _kernel_layout(index, mask, queries.shape[0], queries.shape[-2], keys.shape[-2])
+            probs, kept, keep_scale = _fused_probabilities(kernel, queries, keys, c2p, p2c, index, mask, scale,
+                                                           dropout_p)
         context = torch.matmul(kept, values)
         del kept
         ctx.save_for_backward(queries, keys, values, probs, index, mask)
-        ctx.scale, ctx.keep_scale, ctx.dropout = scale, keep_scale, dropout_p > 0
+        ctx.scale, ctx.keep_scale, ctx.dropout, ctx.kernel = scale, keep_scale, dropout_p > 0, kernel
         ctx.table_shapes = tuple(None if table is None else table.shape for table in (c2p, p2c))
         return context.mul_(keep_scale) if ctx.dropout else context
 
@@ -163,21 +173,80 @@ class _CompactAttention(torch.autograd.Function):
         grad = torch.matmul(grad_context, values.transpose(-1, -2))  # d(kept probabilities)
         kept = probs.clamp_min(0.0) if ctx.dropout else probs
         grad_values = torch.matmul(kept.transpose(-1, -2), grad_context)
-        # Softmax backward, dropout folded in: d(scores) = kept * g - P * sum(kept * g).
-        grad.mul_(kept)
-        row_sums = grad.sum(-1, keepdim=True)
-        full = torch.abs(probs, out=kept) if ctx.dropout else probs
         del kept
-        grad.addcmul_(full, row_sums, value=-1.0)
-        del full
-        if mask is not None:
-            grad.masked_fill_(~mask, 0.0)
+        c2p_shape, p2c_shape = ctx.table_shapes
+        if ctx.kernel is None:
+            _softmax_backward(grad, probs, mask, ctx.dropout)
+            index = index.expand(grad.shape)
+            grad_c2p = None if c2p_shape is None else grad.new_zeros(c2p_shape).scatter_add_(-1, index, grad)
+            grad_p2c = None if p2c_shape is None else grad.new_zeros(p2c_shape).scatter_add_(-2, index, grad)
+        else:
+            length, width = grad.shape[-2:]
+            span = c2p_shape[-1] if c2p_shape else p2c_shape[-2] if p2c_shape else 0
+            grad_c2p, grad_p2c = ctx.kernel.score_gradients(grad.view(-1, length, width), probs.view(-1, length, width),
+                                                            index, queries.shape[1], mask, span,
+                                                            c2p_shape is not None, p2c_shape is not None)
+            grad_c2p = grad_c2p.view(c2p_shape) if c2p_shape else None
+            grad_p2c = grad_p2c.view(p2c_shape) if p2c_shape else None
         grad_queries = torch.matmul(grad, keys).mul_(1.0 / ctx.scale)
         grad_keys = torch.matmul(grad.transpose(-1, -2), queries).mul_(1.0 / ctx.scale)
-        c2p_shape, p2c_shape = ctx.table_shapes
-        grad_c2p = None if c2p_shape is None else grad.new_zeros(c2p_shape).scatter_add_(-1, index, grad)
-        grad_p2c = None if p2c_shape is None else grad.new_zeros(p2c_shape).scatter_add_(-2, index, grad)
-        return grad_queries, grad_keys, grad_values, grad_c2p, grad_p2c, None, None, None, None
+        return grad_queries, grad_keys, grad_values, grad_c2p, grad_p2c, None, None, None, None, None
+
+
+def _probabilities(queries, keys, c2p, p2c, index, mask, scale, dropout_p):
+    """Compact's forward between the GEMMs, in PyTorch: the signed probabilities, the kept ones
+    and the dropout's 1 / (1 - rate)."""
+    rows, length, width = queries.shape[:2], queries.shape[-2], keys.shape[-2]
+    index = index.expand(*rows, length, width)
+    scores = queries.new_zeros(*rows, length, width) if c2p is None else torch.gather(c2p, -1, index)
+    if p2c is not None:
+        scores.add_(torch.gather(p2c, -2, index))
+    scores.view(-1, length, width).baddbmm_(queries.reshape(-1, length, queries.shape[-1]),
+                                            keys.reshape(-1, width, keys.shape[-1]).transpose(1, 2),
+                                            alpha=1.0 / scale)
+    if mask is not None:
+        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1)
+    del scores
+    if dropout_p == 0:
+        return probs, probs, 1.0
+    signs, rate = dropout_signs(probs.shape, dropout_p, probs.device, probs.dtype)
+    probs.copysign_(signs)
+    return probs, torch.clamp_min(probs, 0.0, out=signs), 1.0 / (1.0 - rate)
+
+
+def _softmax_backward(grad, probs, mask, dropout: bool) -> None:
+    """In place: the gradient of the kept probabilities becomes that of the scores,
+    kept * g - P * sum(kept * g) (the softmax gradient with dropout folded in)."""
+    kept = probs.clamp_min(0.0) if dropout else probs
+    grad.mul_(kept)
+    row_sums = grad.sum(-1, keepdim=True)
+    full = torch.abs(probs, out=kept) if dropout else probs
+    del kept
+    grad.addcmul_(full, row_sums, value=-1.0)
+    if mask is not None:
+        grad.masked_fill_(~mask, 0.0)
+
+
+def _kernel_layout(index, mask, batch: int, length: int, width: int):
+    """The index as contiguous int32 [1 or B, Lq, Lk] and the mask as contiguous bool [B, Lq, Lk]."""
+    index = index.reshape(-1, length, width).to(torch.int32).contiguous()
+    if mask is not None:
+        mask = mask.expand(batch, 1, length, width).reshape(batch, length, width).contiguous()
+    return index, mask
+
+
+def _fused_probabilities(kernel, queries, keys, c2p, p2c, index, mask, scale, dropout_p):
+    """``_probabilities`` by the fused kernel, with the same dropout lanes."""
+    heads, length, width = queries.shape[1], queries.shape[-2], keys.shape[-2]
+    scores = torch.matmul(queries, keys.transpose(-1, -2))
+    lanes, cut, rate = dropout_lanes(scores.shape, dropout_p, scores.device) if dropout_p > 0 else (None, 0, 0.0)
+    kept = kernel.probabilities(
+        scores.view(-1, length, width), 1.0 / scale,
+        None if c2p is None else c2p.reshape(-1, length, c2p.shape[-1]),
+        None if p2c is None else p2c.reshape(-1, p2c.shape[-2], width),
+        index, heads, mask, None if lanes is None else lanes.view(-1, length, width), cut)
+    return scores, kept.view_as(scores), 1.0 / (1.0 - rate)
 
 
 class DisentangledSelfAttention(nn.Module):
@@ -228,8 +297,9 @@ class DisentangledSelfAttention(nn.Module):
             context = self._sdpa(queries, keys, values, index, rel_embeddings, mask, scale)
         else:
             c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
+            kernel = _fused_kernel_for(queries) if backend == "fused" else None
             context = _CompactAttention.apply(queries, keys, values, c2p, p2c, index, mask, scale,
-                                              self.dropout.p if self.training else 0.0)
+                                              self.dropout.p if self.training else 0.0, kernel)
         return context.transpose(-3, -2).flatten(-2)
 
     def _position_tables(self, queries, keys, rel_embeddings, scale=None):

@@ -13,5 +13,5 @@ SIZES = {
 # mdeberta-v3-base: 250,101 SentencePiece pieces + [MASK], padded to a round number.
 DEFAULT_VOCAB_SIZE = 251000
 
-BACKENDS = ("eager", "sdpa", "compact")  # attention; "auto" picks one per call
+BACKENDS = ("eager", "sdpa", "compact", "fused")  # attention; "auto" picks one per call
 SHARING = ("es", "nes", "gdes")  # embedding sharing between generator and discriminator

@@ -10,7 +10,7 @@ from mdeberta.model.attention import log_bucket, relative_index
 from .conftest import padded_batch, tiny_config
 
 LENGTHS = [7, 128, 300, 600]  # 600 > position_buckets (256)
-BACKENDS = ["eager", "sdpa", "compact"]
+BACKENDS = ["eager", "sdpa", "compact", "fused"]
 
 PAIRS = {
     None: (transformers.DebertaV2Model, lambda out: out.last_hidden_state),
@@ -65,7 +65,7 @@ def test_input_gradients_match_transformers(backend, length):
     assert (got - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "compact"])
+@pytest.mark.parametrize("backend", ["sdpa", "compact", "fused"])
 def test_backends_agree_with_eager_in_training_with_dropout_off(backend):
     """Outputs and every parameter's gradient (position tables, projections, LayerNorms).
 
@@ -92,10 +92,14 @@ def test_backends_agree_with_eager_in_training_with_dropout_off(backend):
         assert (got_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
 
 
-def test_auto_takes_compact_for_cpu_training_and_sdpa_otherwise():
+def test_auto_takes_fused_or_compact_for_cpu_training_and_sdpa_otherwise(monkeypatch):
+    from mdeberta.model import attention, fused_kernel
     from mdeberta.model.attention import pick_backend
 
     leaf = torch.zeros(2, requires_grad=True)
+    assert pick_backend("auto", leaf) == ("fused" if fused_kernel.load() is not None else "compact")
+    assert pick_backend("auto", leaf.double()) == "compact"  # the kernel is float32 only
+    monkeypatch.setattr(attention.fused_kernel, "load", lambda: None)
     assert pick_backend("auto", leaf) == "compact"
     with torch.no_grad():
         assert pick_backend("auto", leaf * 2) == "sdpa"
@@ -204,7 +208,7 @@ def test_relative_index_matches_transformers_buckets():
 
 
 def test_unknown_backend_and_unsupported_config_are_refused():
-    with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa, compact"):
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa, compact, fused"):
         ours.build("tiny", attention="flash", vocab_size=50)
     with pytest.raises(ValueError, match="conv_kernel_size"):
         ours.build(tiny_config(conv_kernel_size=3))

@@ -1,0 +1,47 @@
+"""Builds and loads the C++ kernel of the ``fused`` attention backend (fused_attention.cpp).
+
+It is compiled on first use, for the CPU it runs on (``-march=native``), with the C++
+compiler torch's extensions use, and cached by torch (``TORCH_EXTENSIONS_DIR``, by default
+~/.cache/torch_extensions): about 40 s once per machine and torch version. Where it cannot
+be built (no compiler, no ninja), ``load`` warns once and the callers fall back to the
+``compact`` backend's PyTorch code, which computes the same thing more slowly.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import platform
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("fused_attention.cpp")
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags: a ``-march=native`` build is only valid where they match."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+@functools.cache
+def load():
+    """The compiled module, or None when it cannot be built (after one warning saying why)."""
+    from torch.utils import cpp_extension
+
+    digest = hashlib.sha1((_cpu_signature() + SOURCE.read_text()).encode()).hexdigest()[:12]
+    logger.info("building the fused attention kernel for this CPU (once, about 40 s)")
+    try:
+        return cpp_extension.load(name=f"mdeberta_fused_attention_{digest}", sources=[str(SOURCE)],
+                                  extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
+    except Exception as error:  # compiler or ninja missing, unsupported platform: any build failure
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        logger.warning("the fused attention kernel could not be built (%s); attention runs the compact "
+                       "backend's PyTorch code instead. Install a C++ compiler and `pip install ninja` "
+                       "to build it.", reason)
+        return None
