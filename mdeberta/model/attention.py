@@ -21,8 +21,9 @@ Backends:
 - ``fused``: ``compact`` with everything between its GEMMs in a C++ kernel (fused_attention.cpp,
   built on first use): one pass over each score row forward (gathers, mask, softmax, dropout)
   and one backward (softmax gradient, scatter-adds into the position tables), where compact
-  makes about ten. Same dropout masks as compact. CPU and float32 only; elsewhere, or where the
-  kernel cannot be built, it runs compact's PyTorch code. Opaque to torch.compile.
+  makes about ten. It draws its dropout masks itself, from a seed (other masks than compact's
+  for the same torch seed). CPU and float32 only; elsewhere, or where the kernel cannot be
+  built, it runs compact's PyTorch code. Opaque to torch.compile.
 - ``auto``: ``fused`` when training on CPU in float32 (autograd recording) and the kernel
   builds, ``compact`` for other CPU training and under torch.compile, ``sdpa`` everywhere else.
 """
@@ -37,6 +38,7 @@ from torch import nn
 
 from . import fused_kernel
 from .choices import BACKENDS
+from .dropout import Dropout, dropout_seed
 
 
 def resolve_backend(name: str) -> str:
@@ -55,12 +57,7 @@ def pick_backend(name: str, queries: torch.Tensor) -> str:
     training = torch.is_grad_enabled() and queries.requires_grad
     if not training or queries.device.type != "cpu":
         return "sdpa"
-    return "fused" if _fused_kernel_for(queries) is not None and not torch.compiler.is_compiling() else "compact"
-
-
-def _fused_kernel_for(queries: torch.Tensor):
-    """The fused kernel where it applies (CPU, float32) and builds, else None."""
-    return fused_kernel.load() if queries.device.type == "cpu" and queries.dtype == torch.float32 else None
+    return "fused" if fused_kernel.load_for(queries) is not None and not torch.compiler.is_compiling() else "compact"
 
 
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
@@ -116,26 +113,21 @@ def gather_positions(c2p: torch.Tensor, p2c: torch.Tensor, index: torch.Tensor) 
     return position
 
 
-def dropout_lanes(shape, p: float, device) -> tuple[torch.Tensor, int, float]:
-    """Random int16 lanes of ``shape``, the cut (an element is dropped where its lane < cut) and
-    the rate that makes: ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.100006).
+def dropout_signs(shape, p: float, device, dtype=torch.float32) -> tuple[torch.Tensor, float]:
+    """A tensor that is negative exactly where an element is dropped, and the rate it was drawn
+    with: ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.100006).
 
     Four 16-bit lanes per random 64-bit word take a quarter of the generator calls of
     ``bernoulli_``; the global generator draws them, so seeding and saved RNG states reproduce
-    the masks."""
+    the masks. A sign rather than a bool mask, because it is applied with vectorised
+    ``copysign``/``clamp`` where ``masked_fill`` with a bool mask is about 5x slower on CPU."""
     threshold = round(p * 65536)
     count = math.prod(shape)
     words = torch.randint(-2**63, 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device)
-    return words.view(torch.int16)[:count].view(shape), threshold - 32768, threshold / 65536
-
-
-def dropout_signs(shape, p: float, device, dtype=torch.float32) -> tuple[torch.Tensor, float]:
-    """``dropout_lanes`` as a tensor that is negative exactly where an element is dropped, and
-    the rate. A sign rather than a bool mask, because it is applied with vectorised
-    ``copysign``/``clamp`` where ``masked_fill`` with a bool mask is about 5x slower on CPU."""
-    lanes, cut, rate = dropout_lanes(shape, p, device)
-    # lane < cut  <=>  lane - (cut - 0.5) < 0, exact in float32.
-    return lanes.to(torch.float32).sub_(cut - 0.5).to(dtype), rate
+    lanes = words.view(torch.int16)[:count].view(shape)
+    # lane < threshold - 32768  <=>  lane - (threshold - 32768 - 0.5) < 0, exact in float32.
+    signs = lanes.to(torch.float32).sub_(threshold - 32768 - 0.5)
+    return signs.to(dtype), threshold / 65536
 
 
 class _CompactAttention(torch.autograd.Function):
@@ -159,19 +151,22 @@ class _CompactAttention(torch.autograd.Function):
             probs, kept, keep_scale = _fused_probabilities(kernel, queries, keys, c2p, p2c, index, mask, scale,
                                                            dropout_p)
         context = torch.matmul(kept, values)
-        del kept
-        ctx.save_for_backward(queries, keys, values, probs, index, mask)
+        # fused keeps the kept probabilities for backward too (4 bytes per score) rather than
+        # clamping them again there: measured 2-3% of an xsmall step on CPU.
+        ctx.save_for_backward(queries, keys, values, probs, index, mask,
+                              kept if kernel is not None and dropout_p > 0 else None)
         ctx.scale, ctx.keep_scale, ctx.dropout, ctx.kernel = scale, keep_scale, dropout_p > 0, kernel
         ctx.table_shapes = tuple(None if table is None else table.shape for table in (c2p, p2c))
         return context.mul_(keep_scale) if ctx.dropout else context
 
     @staticmethod
     def backward(ctx, grad_context):
-        queries, keys, values, probs, index, mask = ctx.saved_tensors
+        queries, keys, values, probs, index, mask, kept = ctx.saved_tensors
         if ctx.dropout:
             grad_context = grad_context * ctx.keep_scale
         grad = torch.matmul(grad_context, values.transpose(-1, -2))  # d(kept probabilities)
-        kept = probs.clamp_min(0.0) if ctx.dropout else probs
+        if kept is None:
+            kept = probs.clamp_min(0.0) if ctx.dropout else probs
         grad_values = torch.matmul(kept.transpose(-1, -2), grad_context)
         del kept
         c2p_shape, p2c_shape = ctx.table_shapes
@@ -237,15 +232,15 @@ def _kernel_layout(index, mask, batch: int, length: int, width: int):
 
 
 def _fused_probabilities(kernel, queries, keys, c2p, p2c, index, mask, scale, dropout_p):
-    """``_probabilities`` by the fused kernel, with the same dropout lanes."""
+    """``_probabilities`` by the fused kernel; its dropout mask is drawn in the kernel (``dropout_seed``)."""
     heads, length, width = queries.shape[1], queries.shape[-2], keys.shape[-2]
     scores = torch.matmul(queries, keys.transpose(-1, -2))
-    lanes, cut, rate = dropout_lanes(scores.shape, dropout_p, scores.device) if dropout_p > 0 else (None, 0, 0.0)
+    seed, threshold, rate = dropout_seed(dropout_p) if dropout_p > 0 else (0, 0, 0.0)
     kept = kernel.probabilities(
         scores.view(-1, length, width), 1.0 / scale,
         None if c2p is None else c2p.reshape(-1, length, c2p.shape[-1]),
         None if p2c is None else p2c.reshape(-1, p2c.shape[-2], width),
-        index, heads, mask, None if lanes is None else lanes.view(-1, length, width), cut)
+        index, heads, mask, seed, threshold)
     return scores, kept.view_as(scores), 1.0 / (1.0 - rate)
 
 
@@ -267,7 +262,7 @@ class DisentangledSelfAttention(nn.Module):
         self.key_proj = nn.Linear(config.hidden_size, inner)
         self.value_proj = nn.Linear(config.hidden_size, inner)
         self.pos_att_type = set(config.pos_att_type or [])
-        self.pos_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pos_dropout = Dropout(config.hidden_dropout_prob)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.scale_factor = 1 + len(self.pos_att_type & {"c2p", "p2c"})
         self.backend = resolve_backend(backend)
@@ -296,8 +291,9 @@ class DisentangledSelfAttention(nn.Module):
         elif backend == "sdpa":
             context = self._sdpa(queries, keys, values, index, rel_embeddings, mask, scale)
         else:
+            queries, keys, values = queries.contiguous(), keys.contiguous(), values.contiguous()
             c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
-            kernel = _fused_kernel_for(queries) if backend == "fused" else None
+            kernel = fused_kernel.load_for(queries) if backend == "fused" and self.dropout.p < 1 else None
             context = _CompactAttention.apply(queries, keys, values, c2p, p2c, index, mask, scale,
                                               self.dropout.p if self.training else 0.0, kernel)
         return context.transpose(-3, -2).flatten(-2)

@@ -6,8 +6,10 @@
 // padding mask, softmax and dropout. Backward, per score row: the softmax gradient with the
 // dropout folded in, and its scatter-add into both position tables. The GEMMs stay in PyTorch.
 //
-// Dropout follows the compact backend exactly: an element is dropped where its random 16-bit
-// lane is below a threshold, and the saved probability carries the decision in its sign bit.
+// Dropout masks are drawn here, from a seed: an element is dropped where its random 16-bit lane
+// is below a threshold. The lanes are a hash of (seed, position), so no mask is stored: the
+// attention probabilities carry it in their sign bits, and ``dropout`` (hidden states) redraws
+// it in backward.
 
 #include <torch/extension.h>
 
@@ -108,6 +110,27 @@ float exp_row(float* s, int64_t width, float top) {
   return total;
 }
 
+// Random 16-bit lanes, counter-based: splitmix64 of (seed, group), four lanes per 64-bit word,
+// 16 lanes per group of 16 elements. The same seed and group always give the same lanes.
+using words = uint64_t __attribute__((vector_size(sizeof(floats) / 2)));
+using halves = uint16_t __attribute__((vector_size(sizeof(floats) / 2)));
+
+inline words splitmix64(words z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Whether each of the 16 elements of a group is dropped (-1) or kept (0).
+inline ints dropped(uint64_t seed, uint64_t group, int32_t threshold) {
+  words counter;
+  for (int64_t word = 0; word < kLanes / 4; ++word) counter[word] = group * (kLanes / 4) + word;
+  const words bits = splitmix64(counter * 0x9e3779b97f4a7c15ULL + seed);
+  halves lanes;
+  std::memcpy(&lanes, &bits, sizeof lanes);
+  return __builtin_convertvector(lanes, ints) < threshold;
+}
+
 // One score row, forward: s = s * scale + c2p[idx] + p2c[idx, j] (either table may be null),
 // then the padding mask. Separate functions with restrict pointers so that the gathers vectorise.
 void add_positions(float* __restrict s, const int32_t* __restrict idx, const float* __restrict c,
@@ -135,20 +158,27 @@ void apply_mask(float* s, const bool* m, int64_t width, float fill) {
   for (; j < width; ++j) s[j] = m[j] ? s[j] : fill;
 }
 
-// Softmax of one row in place; with lanes, also dropout: kept gets the probability or 0, and
-// the probability is negated in s where it was dropped.
-void softmax_dropout(float* __restrict s, float* __restrict kept, const int16_t* __restrict lane, int16_t cut,
-                     int64_t width) {
+// Softmax of one row in place; with a threshold, also dropout (groups from ``first_group`` on):
+// kept gets the probability or 0, and the probability is negated in s where it was dropped.
+void softmax_dropout(float* s, float* kept, uint64_t seed, uint64_t first_group, int32_t threshold, int64_t width) {
   const float inverse = 1.0f / exp_row(s, width, row_max(s, width));
-  if (!lane) {
+  if (threshold == 0) {
     for (int64_t j = 0; j < width; ++j) s[j] *= inverse;
     return;
   }
-  for (int64_t j = 0; j < width; ++j) {
-    const float probability = s[j] * inverse;
-    const bool dropped = lane[j] < cut;
-    kept[j] = dropped ? 0.0f : probability;
-    s[j] = dropped ? -probability : probability;
+  for (int64_t j = 0; j < width; j += kLanes) {
+    const ints drop = dropped(seed, first_group + j / kLanes, threshold);
+    if (j + kLanes <= width) {
+      const floats probability = load(s + j) * inverse;
+      store(kept + j, drop ? floats{} : probability);
+      store(s + j, drop ? -probability : probability);
+    } else {
+      for (int64_t lane = 0; j + lane < width; ++lane) {
+        const float probability = s[j + lane] * inverse;
+        kept[j + lane] = drop[lane] ? 0.0f : probability;
+        s[j + lane] = drop[lane] ? -probability : probability;
+      }
+    }
   }
 }
 
@@ -198,31 +228,30 @@ void check(const torch::Tensor& tensor, at::ScalarType dtype, const char* name) 
 // scores [N, L, K]: Q.K^T on entry; softmax probabilities on return, negated where dropped.
 // c2p [N, L, T], p2c [N, T, K]: position tables (either may be absent); index [NI, L, K]
 // int32 into them, NI = 1 or the batch size; mask [B, L, K] bool (true = may attend);
-// lanes [N, L, K] int16, dropped where lane < threshold. Returns the kept probabilities
-// (0 where dropped, not rescaled), or ``scores`` itself without dropout.
+// Dropout where a lane drawn from ``seed`` is below ``threshold`` (of 65536; 0: no dropout).
+// Returns the kept probabilities (0 where dropped, not rescaled), or ``scores`` itself
+// without dropout.
 torch::Tensor probabilities(torch::Tensor scores, double alpha, const c10::optional<torch::Tensor>& c2p,
                             const c10::optional<torch::Tensor>& p2c, const torch::Tensor& index, int64_t heads,
-                            const c10::optional<torch::Tensor>& mask, const c10::optional<torch::Tensor>& lanes,
-                            int64_t threshold) {
+                            const c10::optional<torch::Tensor>& mask, int64_t seed, int64_t threshold) {
   check(scores, torch::kFloat, "scores");
   check(index, torch::kInt, "index");
   if (c2p) check(*c2p, torch::kFloat, "c2p");
   if (p2c) check(*p2c, torch::kFloat, "p2c");
   if (mask) check(*mask, torch::kBool, "mask");
-  if (lanes) check(*lanes, torch::kShort, "lanes");
+  TORCH_CHECK(threshold >= 0 && threshold < 65536, "fused attention: dropout threshold must be in [0, 65536)");
   const int64_t length = scores.size(1), width = scores.size(2);
   const int64_t span = c2p ? c2p->size(2) : (p2c ? p2c->size(1) : 0);
   const bool index_per_batch = index.size(0) > 1;
-  torch::Tensor kept = lanes ? torch::empty_like(scores) : scores;
+  torch::Tensor kept = threshold > 0 ? torch::empty_like(scores) : scores;
   float* all_scores = scores.data_ptr<float>();
   float* all_kept = kept.data_ptr<float>();
   const float* c2p_data = optional_data(c2p);
   const float* p2c_data = optional_data(p2c);
   const int32_t* index_data = index.data_ptr<int32_t>();
   const bool* mask_data = mask ? mask->data_ptr<bool>() : nullptr;
-  const int16_t* lane_data = lanes ? lanes->data_ptr<int16_t>() : nullptr;
+  const int64_t groups_per_row = (width + kLanes - 1) / kLanes;
   const float scale = static_cast<float>(alpha);
-  const int16_t cut = static_cast<int16_t>(threshold);
 
   parallel_chunks(scores.size(0) * length, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
@@ -232,7 +261,8 @@ torch::Tensor probabilities(torch::Tensor scores, double alpha, const c10::optio
       add_positions(s, idx, c2p_data ? c2p_data + row * span : nullptr,
                     p2c_data ? p2c_data + n * span * width : nullptr, width, scale);
       if (mask_data) apply_mask(s, mask_data + (batch * length + i) * width, width, kLowest);
-      softmax_dropout(s, all_kept + row * width, lane_data ? lane_data + row * width : nullptr, cut, width);
+      softmax_dropout(s, all_kept + row * width, static_cast<uint64_t>(seed), row * groups_per_row,
+                      static_cast<int32_t>(threshold), width);
     }
   });
   return kept;
@@ -279,7 +309,33 @@ std::vector<torch::Tensor> score_gradients(torch::Tensor grad, const torch::Tens
   return {grad_c2p, grad_p2c};
 }
 
+// Hidden-state dropout, both directions: ``input`` * scale where kept, 0 where dropped, the
+// mask drawn from ``seed`` per group of 16 elements. Backward calls it on the gradient with the
+// same seed, which redraws the same mask.
+torch::Tensor dropout(const torch::Tensor& input, int64_t seed, int64_t threshold, double scale) {
+  check(input, torch::kFloat, "input");
+  TORCH_CHECK(threshold >= 0 && threshold < 65536, "fused dropout: threshold must be in [0, 65536)");
+  torch::Tensor output = torch::empty_like(input);
+  const float* in = input.data_ptr<float>();
+  float* out = output.data_ptr<float>();
+  const int64_t count = input.numel(), groups = (count + kLanes - 1) / kLanes;
+  const floats factor = floats{} + static_cast<float>(scale);
+  parallel_chunks((groups + 255) / 256, [&](int64_t begin, int64_t end) {
+    for (int64_t group = begin * 256; group < std::min(groups, end * 256); ++group) {
+      const ints drop = dropped(static_cast<uint64_t>(seed), group, static_cast<int32_t>(threshold));
+      const int64_t j = group * kLanes;
+      if (j + kLanes <= count) {
+        store(out + j, drop ? floats{} : load(in + j) * factor);
+      } else {
+        for (int64_t lane = 0; j + lane < count; ++lane) out[j + lane] = drop[lane] ? 0.0f : in[j + lane] * factor[0];
+      }
+    }
+  });
+  return output;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("probabilities", &probabilities, py::call_guard<py::gil_scoped_release>());
   module.def("score_gradients", &score_gradients, py::call_guard<py::gil_scoped_release>());
+  module.def("dropout", &dropout, py::call_guard<py::gil_scoped_release>());
 }

@@ -15,6 +15,8 @@ import logging
 import platform
 from pathlib import Path
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("fused_attention.cpp")
@@ -45,3 +47,8 @@ def load():
                        "backend's PyTorch code instead. Install a C++ compiler and `pip install ninja` "
                        "to build it.", reason)
         return None
+
+
+def load_for(tensor):
+    """The kernel where it applies to ``tensor`` (CPU, float32) and builds, else None."""
+    return load() if tensor.device.type == "cpu" and tensor.dtype == torch.float32 else None

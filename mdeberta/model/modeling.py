@@ -18,6 +18,7 @@ from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, Seque
 from transformers.models.deberta_v2.modeling_deberta_v2 import DebertaV2PreTrainedModel
 
 from .attention import DisentangledSelfAttention, relative_index
+from .dropout import Dropout
 
 
 class UnsupportedConfigError(ValueError):
@@ -40,7 +41,7 @@ class DenseResidualNorm(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, residual):
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
@@ -96,7 +97,7 @@ class DebertaV2Embeddings(nn.Module):
         self.embed_proj = (nn.Linear(embedding_size, config.hidden_size, bias=False)
                            if embedding_size != config.hidden_size else None)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, attention_mask, inputs_embeds=None, token_type_ids=None, position_ids=None):
         embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds

@@ -1,15 +1,14 @@
-"""The fused backend's C++ kernel against compact's PyTorch code: same dropout lanes, same math."""
+"""The fused backend's C++ kernel against compact's PyTorch code, and the mask-free hidden dropout."""
 
 import logging
 
 import pytest
 import torch
 
-from mdeberta import model as ours
 from mdeberta.model import fused_kernel
-from mdeberta.model.attention import _CompactAttention
+from mdeberta.model.attention import (_CompactAttention, _fused_probabilities, _kernel_layout, _probabilities,
+                                       _softmax_backward)
 
-from .conftest import padded_batch, tiny_config
 
 
 @pytest.fixture
@@ -38,14 +37,12 @@ def attention_inputs(batch, heads, queries, keys, span, per_batch_index):
 
 
 @pytest.mark.parametrize("queries,keys,per_batch_index", [(7, 7, False), (40, 300, True), (33, 33, False)])
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_kernel_matches_compact_forward_and_backward(kernel, queries, keys, per_batch_index, dropout):
+def test_kernel_matches_compact_forward_and_backward(kernel, queries, keys, per_batch_index):
     leaves, index, mask = attention_inputs(3, 2, queries, keys, 13, per_batch_index)
     weights = torch.randn(3, 2, queries, 8)
     results = []
     for use in (None, kernel):
-        torch.manual_seed(5)  # the same dropout lanes for both
-        context = _CompactAttention.apply(*leaves, index, mask, 4.0, dropout, use)
+        context = _CompactAttention.apply(*leaves, index, mask, 4.0, 0.0, use)
         for leaf in leaves:
             leaf.grad = None
         (context * weights).sum().backward()
@@ -56,23 +53,50 @@ def test_kernel_matches_compact_forward_and_backward(kernel, queries, keys, per_
         assert (have - want).abs().max() <= 1e-5 * want.abs().max() + 1e-7, name
 
 
-def test_fused_model_matches_compact_in_training_with_dropout(kernel):
-    torch.manual_seed(0)
-    model = ours.build(tiny_config(attention_probs_dropout_prob=0.1), attention="compact").train()
-    ids, mask = padded_batch(300)
-    weights = torch.randn(*ids.shape, model.config.hidden_size)  # a squared LayerNorm output has ~no gradient
-    results = []
-    for backend in ("compact", "fused"):
-        ours.set_attention(model, backend)
-        model.zero_grad()
-        torch.manual_seed(1)
-        hidden = model(ids, attention_mask=mask).last_hidden_state
-        (hidden * weights).sum().backward()
-        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (expected, expected_grads), (got, got_grads) = results
-    assert (got - expected).abs().max() <= 1e-5
-    for name, grad in expected_grads.items():
-        assert (got_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
+def test_kernel_dropout_is_the_reference_math_with_the_mask_in_its_signs(kernel):
+    (q, k, _, c2p, p2c), index, mask = attention_inputs(3, 2, 40, 300, 13, True)
+    q, k, c2p, p2c = (t.detach() for t in (q, k, c2p, p2c))
+    layout = _kernel_layout(index, mask, 3, 40, 300)
+    full, *_ = _probabilities(q, k, c2p, p2c, index, mask, 4.0, 0.0)
+    torch.manual_seed(5)
+    probs, kept, keep_scale = _fused_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)
+    dropped = torch.signbit(probs)
+    assert (probs.abs() - full).abs().max() <= 1e-6
+    assert torch.equal(kept, torch.where(dropped, 0.0, probs.abs()))
+    assert abs(dropped.float().mean().item() - 0.25) < 0.01 and keep_scale == 1 / (1 - 0.25)
+    torch.manual_seed(5)
+    assert torch.equal(_fused_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)[0], probs)
+
+    # backward from the same signed probabilities: PyTorch's steps against the kernel's one pass
+    grad = torch.randn_like(probs)
+    expected = grad.clone()
+    _softmax_backward(expected, probs, mask, dropout=True)
+    got = grad.clone()
+    tables = kernel.score_gradients(got.view(-1, 40, 300), probs.view(-1, 40, 300), layout[0], 2, layout[1],
+                                    13, True, True)
+    assert (got - expected).abs().max() <= 1e-6
+    full_index = index.expand(3, 2, 40, 300)
+    for table, dim, shape in zip(tables, (-1, -2), (c2p.shape, p2c.shape)):
+        reference = expected.new_zeros(shape).scatter_add_(dim, full_index, expected)
+        assert (table.view(shape) - reference).abs().max() <= 1e-5
+
+
+def test_hidden_dropout_draws_a_mask_once_and_redraws_it_in_backward(kernel):
+    from mdeberta.model.dropout import Dropout
+
+    layer = Dropout(0.2).train()
+    x = torch.randn(3, 50, 37, requires_grad=True)
+    torch.manual_seed(2)
+    y = layer(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.2) < 0.01
+    assert torch.allclose(y[kept], x[kept] / (1 - round(0.2 * 65536) / 65536))
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad != 0, kept)  # the same mask, redrawn from the seed
+    torch.manual_seed(2)
+    assert torch.equal(layer(x), y)
+    assert not torch.equal(layer(x), y)
+    assert torch.equal(layer.eval()(x), x)
 
 
 def test_a_failed_build_warns_and_falls_back(monkeypatch, caplog):
