@@ -151,22 +151,19 @@ class _CompactAttention(torch.autograd.Function):
             probs, kept, keep_scale = _fused_probabilities(kernel, queries, keys, c2p, p2c, index, mask, scale,
                                                            dropout_p)
         context = torch.matmul(kept, values)
-        # fused keeps the kept probabilities for backward too (4 bytes per score) rather than
-        # clamping them again there: measured 2-3% of an xsmall step on CPU.
-        ctx.save_for_backward(queries, keys, values, probs, index, mask,
-                              kept if kernel is not None and dropout_p > 0 else None)
+        del kept
+        ctx.save_for_backward(queries, keys, values, probs, index, mask)
         ctx.scale, ctx.keep_scale, ctx.dropout, ctx.kernel = scale, keep_scale, dropout_p > 0, kernel
         ctx.table_shapes = tuple(None if table is None else table.shape for table in (c2p, p2c))
         return context.mul_(keep_scale) if ctx.dropout else context
 
     @staticmethod
     def backward(ctx, grad_context):
-        queries, keys, values, probs, index, mask, kept = ctx.saved_tensors
+        queries, keys, values, probs, index, mask = ctx.saved_tensors
         if ctx.dropout:
             grad_context = grad_context * ctx.keep_scale
         grad = torch.matmul(grad_context, values.transpose(-1, -2))  # d(kept probabilities)
-        if kept is None:
-            kept = probs.clamp_min(0.0) if ctx.dropout else probs
+        kept = probs.clamp_min(0.0) if ctx.dropout else probs
         grad_values = torch.matmul(kept.transpose(-1, -2), grad_context)
         del kept
         c2p_shape, p2c_shape = ctx.table_shapes
