@@ -65,7 +65,7 @@ def from_pretrained(path_or_name: str, head: str | None = None, attention: str =
 
 
 def set_attention(model, backend: str) -> None:
-    """Switch every attention layer of ``model`` to ``backend`` (auto, eager, sdpa, compact)."""
+    """Switch every attention layer of ``model`` to ``backend`` (auto, eager, sdpa, compact, fused)."""
     from .attention import DisentangledSelfAttention, resolve_backend
 
     resolved = resolve_backend(backend)

@@ -164,7 +164,9 @@ class _CompactAttention(torch.autograd.Function):
             grad_context = grad_context * ctx.keep_scale
         grad = torch.matmul(grad_context, values.transpose(-1, -2))  # d(kept probabilities)
         kept = probs.clamp_min(0.0) if ctx.dropout else probs
-        grad_values = torch.matmul(kept.transpose(-1, -2), grad_context)
+        # X^T.Y is computed as (Y^T.X)^T: MKL's bmm with the long dimension transposed in its
+        # first operand measured 30% slower here (A/B in one process: the xsmall step 5% faster).
+        grad_values = torch.matmul(grad_context.transpose(-1, -2), kept).transpose(-1, -2)
         del kept
         c2p_shape, p2c_shape = ctx.table_shapes
         if ctx.kernel is None:
@@ -181,7 +183,7 @@ class _CompactAttention(torch.autograd.Function):
             grad_c2p = grad_c2p.view(c2p_shape) if c2p_shape else None
             grad_p2c = grad_p2c.view(p2c_shape) if p2c_shape else None
         grad_queries = torch.matmul(grad, keys).mul_(1.0 / ctx.scale)
-        grad_keys = torch.matmul(grad.transpose(-1, -2), queries).mul_(1.0 / ctx.scale)
+        grad_keys = torch.matmul(queries.transpose(-1, -2), grad).transpose(-1, -2).mul_(1.0 / ctx.scale)
         return grad_queries, grad_keys, grad_values, grad_c2p, grad_p2c, None, None, None, None, None
 
 

@@ -29,7 +29,7 @@ class PretrainSettings:
     mask_rate: float = setting(0.15, "share of tokens masked for the generator", group="model", metavar="RATE")
     temperature: float = setting(1.0, "softmax temperature of the generator's samples", group="model", metavar="T")
     enhanced_mask_decoder: bool = setting(True, "generator decodes with the Enhanced Mask Decoder", group="model")
-    attention: str = setting("auto", "attention backend (auto: compact for CPU training, sdpa elsewhere)",
+    attention: str = setting("auto", "attention backend (auto: fused for CPU training, sdpa elsewhere)",
                              choices=("auto", *BACKENDS), group="model", affects_output=False)
 
     langs: list[str] = setting([], "corpus languages to train on (default: all)", group="data", metavar="A,B,...")

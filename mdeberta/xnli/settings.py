@@ -50,7 +50,7 @@ class XnliSettings:
 
     precision: str = recipe.setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS,
                                     group="execution")
-    attention: str = recipe.setting("auto", "attention backend of the model (auto: compact for CPU training, "
+    attention: str = recipe.setting("auto", "attention backend of the model (auto: fused for CPU training, "
                                     "sdpa elsewhere)", affects_output=False, group="execution",
                                     choices=("auto", *BACKENDS))
     eval_batch_size: int = recipe.setting(128, "pairs per evaluation batch and process", affects_output=False,
