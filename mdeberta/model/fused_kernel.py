@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -37,12 +38,15 @@ def load():
     from torch.utils import cpp_extension
 
     digest = hashlib.sha1((_cpu_signature() + SOURCE.read_text()).encode()).hexdigest()[:12]
-    logger.info("building the fused attention kernel for this CPU (once, about 40 s)")
+    print("mdeberta: loading the fused attention kernel (the first time on a machine it is compiled, "
+          "about 40 s)", file=sys.stderr, flush=True)
     try:
         return cpp_extension.load(name=f"mdeberta_fused_attention_{digest}", sources=[str(SOURCE)],
                                   extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
     except Exception as error:  # compiler or ninja missing, unsupported platform: any build failure
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        # the compiler's own complaint when there is one, not ninja's closing line
+        reason = next((line for line in lines if "error:" in line.lower() or "not found" in line), lines[-1])
         logger.warning("the fused attention kernel could not be built (%s); attention runs the compact "
                        "backend's PyTorch code instead. Install a C++ compiler and `pip install ninja` "
                        "to build it.", reason)
