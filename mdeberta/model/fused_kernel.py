@@ -2,9 +2,9 @@
 
 It is compiled on first use, for the CPU it runs on (``-march=native``), with the C++
 compiler torch's extensions use, and cached by torch (``TORCH_EXTENSIONS_DIR``, by default
-~/.cache/torch_extensions): about 40 s once per machine and torch version. Where it cannot
-be built (no compiler, no ninja), ``load`` warns once and the callers fall back to the
-``compact`` backend's PyTorch code, which computes the same thing more slowly.
+~/.cache/torch_extensions): about 40 s once per machine, torch version and kernel source.
+Where it cannot be built (no compiler, no ninja), ``load`` warns once and the callers fall
+back to the ``compact`` backend's PyTorch code, which computes the same thing more slowly.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def load():
     """The compiled module, or None when it cannot be built (after one warning saying why)."""
     from torch.utils import cpp_extension
 
-    digest = hashlib.sha1((_cpu_signature() + SOURCE.read_text()).encode()).hexdigest()[:12]
+    # torch caches a build by name and source; the name also carries the CPU and torch's version
+    digest = hashlib.sha1((_cpu_signature() + torch.__version__ + SOURCE.read_text()).encode()).hexdigest()[:12]
     print("mdeberta: loading the fused attention kernel (the first time on a machine it is compiled, "
           "about 40 s)", file=sys.stderr, flush=True)
     try:
