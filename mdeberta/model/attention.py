@@ -38,7 +38,7 @@ from torch import nn
 
 from . import fused_kernel
 from .choices import BACKENDS
-from .dropout import Dropout, dropout_seed
+from .dropout import Dropout, dropout_seed, dropout_threshold
 
 
 def resolve_backend(name: str) -> str:
@@ -121,7 +121,7 @@ def dropout_signs(shape, p: float, device, dtype=torch.float32) -> tuple[torch.T
     ``bernoulli_``; the global generator draws them, so seeding and saved RNG states reproduce
     the masks. A sign rather than a bool mask, because it is applied with vectorised
     ``copysign``/``clamp`` where ``masked_fill`` with a bool mask is about 5x slower on CPU."""
-    threshold = round(p * 65536)
+    threshold = dropout_threshold(p)
     count = math.prod(shape)
     words = torch.randint(-2**63, 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device)
     lanes = words.view(torch.int16)[:count].view(shape)
@@ -206,7 +206,8 @@ def _probabilities(queries, keys, c2p, p2c, index, mask, scale, dropout_p):
         return probs, probs, 1.0
     signs, rate = dropout_signs(probs.shape, dropout_p, probs.device, probs.dtype)
     probs.copysign_(signs)
-    return probs, torch.clamp_min(probs, 0.0, out=signs), 1.0 / (1.0 - rate)
+    # a rate of 1 drops everything: the output is 0, as nn.Dropout(1.0) gives
+    return probs, torch.clamp_min(probs, 0.0, out=signs), 1.0 / (1.0 - rate) if rate < 1 else 0.0
 
 
 def _softmax_backward(grad, probs, mask, dropout: bool) -> None:
@@ -292,7 +293,8 @@ class DisentangledSelfAttention(nn.Module):
         else:
             queries, keys, values = queries.contiguous(), keys.contiguous(), values.contiguous()
             c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
-            kernel = fused_kernel.load_for(queries) if backend == "fused" and self.dropout.p < 1 else None
+            fits = dropout_threshold(self.dropout.p) < 65536  # a rate of 1 once rounded: compact's code
+            kernel = fused_kernel.load_for(queries) if backend == "fused" and fits else None
             context = _CompactAttention.apply(queries, keys, values, c2p, p2c, index, mask, scale,
                                               self.dropout.p if self.training else 0.0, kernel)
         return context.transpose(-3, -2).flatten(-2)

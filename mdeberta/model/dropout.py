@@ -11,11 +11,21 @@ from torch import nn
 from . import fused_kernel
 
 
+def dropout_threshold(p: float) -> int:
+    """Masks from random 16-bit lanes drop an element where its lane is below this: the rate
+    is ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.100006)."""
+    return round(p * 65536)
+
+
+def kernel_drops(p: float) -> bool:
+    """Whether the kernel's masks apply: a rate above 0 and below 1 once rounded."""
+    return 0 < dropout_threshold(p) < 65536
+
+
 def dropout_seed(p: float) -> tuple[int, int, float]:
     """A seed for the kernel's counter-based masks, drawn from torch's global generator (so
-    ``torch.manual_seed`` reproduces them), the threshold (an element is dropped where its
-    random 16-bit lane is below it) and the rate that makes: ``p`` rounded to k / 65536."""
-    threshold = round(p * 65536)
+    ``torch.manual_seed`` reproduces them), the threshold and the rate it gives."""
+    threshold = dropout_threshold(p)
     seed = int(torch.randint(-2**63, 2**63 - 1, (), dtype=torch.int64))
     return seed, threshold, threshold / 65536
 
@@ -34,7 +44,7 @@ class _SeededDropout(torch.autograd.Function):
 
 class Dropout(nn.Dropout):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if not self.training or not 0 < self.p < 1 or torch.compiler.is_compiling():
+        if not self.training or not kernel_drops(self.p) or torch.compiler.is_compiling():
             return super().forward(hidden)
         kernel = fused_kernel.load_for(hidden)
         return super().forward(hidden) if kernel is None else _SeededDropout.apply(hidden, kernel, self.p)

@@ -239,3 +239,19 @@ def test_a_layer_traces_without_graph_breaks(backend):
     index, rel_embeddings = model.encoder.relative_positions(16, "cpu")
     explained = torch._dynamo.explain(model.encoder.layer[0])(hidden, None, index, rel_embeddings)
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+@pytest.mark.parametrize("backend", ["compact", "fused"])
+def test_attention_dropout_of_one_drops_everything_without_dividing_by_zero(backend):
+    """nn.Dropout(1.0) gives zeros; so does the attention of these backends, with finite gradients."""
+    from mdeberta.model.attention import _CompactAttention
+
+    q, k, v = (torch.randn(2, 2, 9, 4, requires_grad=True) for _ in range(3))
+    index = torch.zeros(9, 9, dtype=torch.long)
+    tables = torch.randn(2, 2, 9, 1, requires_grad=True), torch.randn(2, 2, 1, 9, requires_grad=True)
+    model = ours.build(tiny_config(attention_probs_dropout_prob=1.0), attention=backend).train()
+    ids, mask = padded_batch(20)
+    model(ids, attention_mask=mask).last_hidden_state.sum().backward()
+    assert all(p.grad.isfinite().all() for p in model.parameters() if p.grad is not None)
+    context = _CompactAttention.apply(q, k, v, *tables, index, None, 2.0, 1.0)
+    assert torch.equal(context, torch.zeros_like(context))
