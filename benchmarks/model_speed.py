@@ -7,7 +7,13 @@ pretraining), on the same random batch without padding (pretraining packs sequen
   each attention backend (``auto``, the default, is fused for CPU training, compact where the
   fused kernel cannot be built, and sdpa on CUDA); fused's kernel is built before timing;
 - ``bert-sdpa``: transformers' BertModel of the same size with SDPA attention: no disentangled
-  terms, the practical floor for any DeBERTa implementation.
+  terms, the practical floor for any DeBERTa implementation;
+- peers, where installed (``pip install disentangled-flash flashdeberta``):
+  ``disentangled-flash``: transformers' DebertaV2Model with its attention replaced by
+  ``disentangled_flash.optimize_deberta_training`` (Triton kernels on CUDA; on CPU its own
+  PyTorch path, ``backend="torch"``); ``flashdeberta``: ``flashdeberta.FlashDebertaV2Model``,
+  CUDA only (its Triton kernel applies no attention-probability dropout; on CPU it would run
+  transformers' eager attention, already measured as ``transformers``).
 
 A step is zero_grad + forward + mean-square loss on the last hidden state + backward (no LM head,
 no optimizer). Timing: one warm-up step each, then ``--rounds`` rounds in which every contender
@@ -21,13 +27,28 @@ Usage: python benchmarks/model_speed.py [--sizes xsmall,base] [--lengths 128,512
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 import torch
 from _timing import interleaved_medians, json_from_child, machine, peak_step_bytes
 
-CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "ours-fused", "bert-sdpa")
+CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "ours-fused", "bert-sdpa",
+              "disentangled-flash", "flashdeberta")
+PEERS = {"disentangled-flash": "disentangled_flash", "flashdeberta": "flashdeberta"}  # contender -> module
+
+
+def unavailable(contender: str, device: str) -> str | None:
+    """Why a peer contender cannot run here, or None when it can."""
+    if contender == "flashdeberta" and device != "cuda":
+        return "CUDA only (on CPU it runs transformers' eager attention)"
+    if contender in PEERS:
+        try:
+            importlib.import_module(PEERS[contender])
+        except ImportError as error:
+            return f"not installed ({error}); pip install {contender}"
+    return None
 
 
 def build(contender: str, size: str, vocab_size: int, device: str, dtype: torch.dtype):
@@ -37,8 +58,17 @@ def build(contender: str, size: str, vocab_size: int, device: str, dtype: torch.
 
     config = ours.size_config(size, vocab_size=vocab_size)
     torch.manual_seed(0)
-    if contender == "transformers":
+    if contender in ("transformers", "disentangled-flash"):
         net = transformers.DebertaV2Model(config)
+        if contender == "disentangled-flash":
+            from disentangled_flash import optimize_deberta_training
+
+            net = net.to(device=device, dtype=dtype)
+            optimize_deberta_training(net, backend="torch" if device == "cpu" else "triton")
+    elif contender == "flashdeberta":
+        from flashdeberta import FlashDebertaV2Model
+
+        net = FlashDebertaV2Model(config)
     elif contender.startswith("ours-"):
         net = ours.build(config, attention=contender.removeprefix("ours-"))
     else:
@@ -117,7 +147,13 @@ def main() -> None:
         measure_memory(args)
         return
 
-    contenders = args.contenders.split(",")
+    contenders = []
+    for name in args.contenders.split(","):
+        reason = unavailable(name, args.device)
+        if reason:
+            print(f"skipping {name}: {reason}")
+        else:
+            contenders.append(name)
     print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.dtype}; "
           f"{args.tokens} tokens per batch; vocab {args.vocab_size}; median of {args.rounds} interleaved rounds "
           f"of {'CPU' if args.cpu_time else 'wall'} time")
@@ -144,7 +180,7 @@ def main() -> None:
 def _format(row) -> str:
     ratios = " ".join(f"{key}={row[key]:.2f}" for key in ("speed_vs_transformers", "memory_vs_transformers",
                                                           "time_vs_bert") if row[key] is not None)
-    return (f"{row['size']:>6} L={row['length']:<4} {row['contender']:<14} {row['step_s']:.3f} s "
+    return (f"{row['size']:>6} L={row['length']:<4} {row['contender']:<18} {row['step_s']:.3f} s "
             f"{row['tokens_per_s']:8.0f} tok/s  peak {row['peak_step_mb']:7.1f} MB  {ratios}")
 
 

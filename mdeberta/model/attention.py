@@ -131,35 +131,40 @@ def dropout_signs(shape, p: float, device, dtype=torch.float32) -> tuple[torch.T
 
 
 class _CompactAttention(torch.autograd.Function):
-    """softmax(Q.K^T / scale + gathered c2p + gathered p2c, masked) -> dropout -> x V as one node
-    (tables shaped as ``gather_positions`` takes them).
+    """softmax(Q.K^T / scale + gathered c2p + gathered p2c, masked) -> dropout -> x V as one node,
+    the position tables c2p = Q.PosK^T and p2c = PosQ.K^T included (PosK, PosQ: [H, 2 span, d],
+    already divided by the scale; either may be None).
 
-    Saved for backward: Q, K, V and the probabilities, with the dropout mask stored in their
-    sign bits (probabilities are >= 0, so a dropped one is kept negated): the mask costs no
-    memory, the kept probabilities are a ``clamp`` away and the full ones an ``abs``. The
-    1/(1 - p) of dropout scales the [.., L, d] output and its gradient rather than the
+    Saved for backward: Q, K, V, PosK, PosQ and the probabilities, with the dropout mask stored
+    in their sign bits (probabilities are >= 0, so a dropped one is kept negated): the mask
+    costs no memory, the kept probabilities are a ``clamp`` away and the full ones an ``abs``.
+    The 1/(1 - p) of dropout scales the [.., L, d] output and its gradient rather than the
     [.., L, L] probabilities. Masked scores get no gradient, as in the reference's masked_fill.
+    The position tables' own gradients go straight into those of Q, K, PosK and PosQ (one
+    accumulating GEMM each, where autograd's broadcast matmuls added copies and sums).
 
     With ``kernel`` (the fused backend), the C++ kernel does the work between the GEMMs."""
 
     @staticmethod
-    def forward(ctx, queries, keys, values, c2p, p2c, index, mask, scale, dropout_p, kernel=None):
+    def forward(ctx, queries, keys, values, pos_key, pos_query, index, mask, scale, dropout_p, kernel=None):
+        c2p = None if pos_key is None else torch.matmul(queries, pos_key.transpose(-1, -2))
+        p2c = None if pos_query is None else torch.matmul(pos_query, keys.transpose(-1, -2))
         if kernel is None:
             probs, kept, keep_scale = _probabilities(queries, keys, c2p, p2c, index, mask, scale, dropout_p)
         else:
             index, mask = _kernel_layout(index, mask, queries.shape[0], queries.shape[-2], keys.shape[-2])
             probs, kept, keep_scale = _fused_probabilities(kernel, queries, keys, c2p, p2c, index, mask, scale,
                                                            dropout_p)
+        del c2p, p2c
         context = torch.matmul(kept, values)
         del kept
-        ctx.save_for_backward(queries, keys, values, probs, index, mask)
+        ctx.save_for_backward(queries, keys, values, pos_key, pos_query, probs, index, mask)
         ctx.scale, ctx.keep_scale, ctx.dropout, ctx.kernel = scale, keep_scale, dropout_p > 0, kernel
-        ctx.table_shapes = tuple(None if table is None else table.shape for table in (c2p, p2c))
         return context.mul_(keep_scale) if ctx.dropout else context
 
     @staticmethod
     def backward(ctx, grad_context):
-        queries, keys, values, probs, index, mask = ctx.saved_tensors
+        queries, keys, values, pos_key, pos_query, probs, index, mask = ctx.saved_tensors
         if ctx.dropout:
             grad_context = grad_context * ctx.keep_scale
         grad = torch.matmul(grad_context, values.transpose(-1, -2))  # d(kept probabilities)
@@ -168,23 +173,56 @@ class _CompactAttention(torch.autograd.Function):
         # first operand measured 30% slower here (A/B in one process: the xsmall step 5% faster).
         grad_values = torch.matmul(grad_context.transpose(-1, -2), kept).transpose(-1, -2)
         del kept
-        c2p_shape, p2c_shape = ctx.table_shapes
-        if ctx.kernel is None:
-            _softmax_backward(grad, probs, mask, ctx.dropout)
-            index = index.expand(grad.shape)
-            grad_c2p = None if c2p_shape is None else grad.new_zeros(c2p_shape).scatter_add_(-1, index, grad)
-            grad_p2c = None if p2c_shape is None else grad.new_zeros(p2c_shape).scatter_add_(-2, index, grad)
+        grad_c2p, grad_p2c = _score_gradients(ctx, grad, probs, index, mask, pos_key, pos_query)
+        del probs
+        # d(Q) = d(scores).K / scale + d(c2p).PosK and d(K)^T = Q^T.d(scores) / scale + PosQ^T.d(p2c)
+        # (K's gradient built transposed, as above), each position part first, the score part
+        # accumulated onto it.
+        rows, length, width, size = queries.shape[:-2].numel(), grad.shape[-2], grad.shape[-1], queries.shape[-1]
+        flat_grad = grad.view(rows, length, width)
+        if grad_c2p is None:
+            grad_queries = torch.matmul(grad, keys).mul_(1.0 / ctx.scale)
         else:
-            length, width = grad.shape[-2:]
-            span = c2p_shape[-1] if c2p_shape else p2c_shape[-2] if p2c_shape else 0
-            grad_c2p, grad_p2c = ctx.kernel.score_gradients(grad.view(-1, length, width), probs.view(-1, length, width),
-                                                            index, queries.shape[1], mask, span,
-                                                            c2p_shape is not None, p2c_shape is not None)
-            grad_c2p = grad_c2p.view(c2p_shape) if c2p_shape else None
-            grad_p2c = grad_p2c.view(p2c_shape) if p2c_shape else None
-        grad_queries = torch.matmul(grad, keys).mul_(1.0 / ctx.scale)
-        grad_keys = torch.matmul(queries.transpose(-1, -2), grad).transpose(-1, -2).mul_(1.0 / ctx.scale)
-        return grad_queries, grad_keys, grad_values, grad_c2p, grad_p2c, None, None, None, None, None
+            grad_queries = torch.matmul(grad_c2p, pos_key)
+            grad_queries.view(rows, length, size).baddbmm_(flat_grad, keys.view(rows, width, size),
+                                                           alpha=1.0 / ctx.scale)
+        if grad_p2c is None:
+            grad_keys_t = torch.matmul(queries.transpose(-1, -2), grad).mul_(1.0 / ctx.scale)
+        else:
+            grad_keys_t = torch.matmul(pos_query.transpose(-1, -2), grad_p2c)
+            grad_keys_t.view(rows, size, width).baddbmm_(queries.view(rows, length, size).transpose(1, 2),
+                                                         flat_grad, alpha=1.0 / ctx.scale)
+        # d(PosK) = sum over the batch of d(c2p)^T.Q, d(PosQ) = sum of d(p2c).K
+        grad_pos_key = None if grad_c2p is None else _batch_sum(
+            torch.matmul(queries.transpose(-1, -2), grad_c2p), pos_key).transpose(-1, -2)
+        grad_pos_query = None if grad_p2c is None else _batch_sum(torch.matmul(grad_p2c, keys), pos_query)
+        return (grad_queries, grad_keys_t.transpose(-1, -2), grad_values, grad_pos_key, grad_pos_query,
+                None, None, None, None, None)
+
+
+def _batch_sum(grad: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """A [B, H, ..] gradient summed over the batch rows a [H, ..] table was broadcast to."""
+    return grad.sum(0) if grad.dim() > table.dim() else grad
+
+
+def _score_gradients(ctx, grad, probs, index, mask, pos_key, pos_query):
+    """In place: ``grad`` (of the kept probabilities) becomes that of the scores; returns the
+    gradients of the c2p [B, H, Lq, 2 span] and p2c [B, H, 2 span, Lk] tables (None for an absent one)."""
+    batch_heads, length, width = grad.shape[:2], grad.shape[-2], grad.shape[-1]
+    tables = [table for table in (pos_key, pos_query) if table is not None]
+    span = tables[0].shape[-2] if tables else 0
+    c2p_shape, p2c_shape = (*batch_heads, length, span), (*batch_heads, span, width)
+    if ctx.kernel is None:
+        _softmax_backward(grad, probs, mask, ctx.dropout)
+        index = index.expand(grad.shape)
+        grad_c2p = None if pos_key is None else grad.new_zeros(c2p_shape).scatter_add_(-1, index, grad)
+        grad_p2c = None if pos_query is None else grad.new_zeros(p2c_shape).scatter_add_(-2, index, grad)
+        return grad_c2p, grad_p2c
+    grad_c2p, grad_p2c = ctx.kernel.score_gradients(grad.view(-1, length, width), probs.view(-1, length, width),
+                                                    index, batch_heads[1], mask, span,
+                                                    pos_key is not None, pos_query is not None)
+    return (None if pos_key is None else grad_c2p.view(c2p_shape),
+            None if pos_query is None else grad_p2c.view(p2c_shape))
 
 
 def _probabilities(queries, keys, c2p, p2c, index, mask, scale, dropout_p):
@@ -292,25 +330,33 @@ class DisentangledSelfAttention(nn.Module):
             context = self._sdpa(queries, keys, values, index, rel_embeddings, mask, scale)
         else:
             queries, keys, values = queries.contiguous(), keys.contiguous(), values.contiguous()
-            c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
+            pos_key, pos_query = self._position_projections(rel_embeddings, scale)
             fits = dropout_threshold(self.dropout.p) < 65536  # a rate of 1 once rounded: compact's code
             kernel = fused_kernel.load_for(queries) if backend == "fused" and fits else None
-            context = _CompactAttention.apply(queries, keys, values, c2p, p2c, index, mask, scale,
+            context = _CompactAttention.apply(queries, keys, values, pos_key, pos_query, index, mask, scale,
                                               self.dropout.p if self.training else 0.0, kernel)
         return context.transpose(-3, -2).flatten(-2)
+
+    def _position_projections(self, rel_embeddings, scale=None):
+        """PosK and PosQ [H, 2 span, d]: the relative embeddings through the layer's own key and
+        query projections (None when the config leaves c2p or p2c out). A ``scale`` divides
+        these small tables rather than the [B, H, L, 2 span] products."""
+        pos_key = pos_query = None
+        if "c2p" in self.pos_att_type:
+            pos_key = self._split_heads(self.key_proj(rel_embeddings))
+        if "p2c" in self.pos_att_type:
+            pos_query = self._split_heads(self.query_proj(rel_embeddings))
+        if scale is not None:
+            pos_key, pos_query = (None if table is None else table / scale for table in (pos_key, pos_query))
+        return pos_key, pos_query
 
     def _position_tables(self, queries, keys, rel_embeddings, scale=None):
         """c2p = Q.PosK^T [B, H, Lq, 2 span] and p2c = PosQ.K^T [B, H, 2 span, Lk] (None when the
         config leaves one out). p2c is built transposed so that its gather runs along the
-        positions and lands in [Lq, Lk] order, with no transposed add (25% faster on CPU). A
-        ``scale`` divides the small [H, 2 span, d] tables rather than the products."""
-        c2p = p2c = None
-        if "c2p" in self.pos_att_type:
-            pos_key = self._split_heads(self.key_proj(rel_embeddings))  # [H, 2 span, d]
-            c2p = torch.matmul(queries, (pos_key if scale is None else pos_key / scale).transpose(-1, -2))
-        if "p2c" in self.pos_att_type:
-            pos_query = self._split_heads(self.query_proj(rel_embeddings))
-            p2c = torch.matmul(pos_query if scale is None else pos_query / scale, keys.transpose(-1, -2))
+        positions and lands in [Lq, Lk] order, with no transposed add (25% faster on CPU)."""
+        pos_key, pos_query = self._position_projections(rel_embeddings, scale)
+        c2p = None if pos_key is None else torch.matmul(queries, pos_key.transpose(-1, -2))
+        p2c = None if pos_query is None else torch.matmul(pos_query, keys.transpose(-1, -2))
         return c2p, p2c
 
     def _position_scores(self, queries, keys, index, rel_embeddings, scale=None):

@@ -28,12 +28,12 @@ def attention_inputs(batch, heads, queries, keys, span, per_batch_index):
         return torch.randn(*shape, generator=generator).requires_grad_(True)
 
     q, k, v = leaf(batch, heads, queries, 8), leaf(batch, heads, keys, 8), leaf(batch, heads, keys, 8)
-    c2p, p2c = leaf(batch, heads, queries, span), leaf(batch, heads, span, keys)
+    pos_key, pos_query = leaf(heads, span, 8), leaf(heads, span, 8)
     index_shape = (batch, 1, queries, keys) if per_batch_index else (queries, keys)
     index = torch.randint(0, span, index_shape, generator=generator)
     mask = torch.rand(batch, 1, queries, keys, generator=generator) > 0.2
     mask[0, 0, -1] = False
-    return (q, k, v, c2p, p2c), index, mask
+    return (q, k, v, pos_key, pos_query), index, mask
 
 
 @pytest.mark.parametrize("queries,keys,per_batch_index", [(7, 7, False), (40, 300, True), (33, 33, False)])
@@ -49,13 +49,14 @@ def test_kernel_matches_compact_forward_and_backward(kernel, queries, keys, per_
         results.append((context.detach(), [leaf.grad.clone() for leaf in leaves]))
     (expected, expected_grads), (got, got_grads) = results
     assert (got - expected).abs().max() <= 1e-5
-    for name, want, have in zip(("q", "k", "v", "c2p", "p2c"), expected_grads, got_grads):
+    for name, want, have in zip(("q", "k", "v", "pos_key", "pos_query"), expected_grads, got_grads):
         assert (have - want).abs().max() <= 1e-5 * want.abs().max() + 1e-7, name
 
 
 def test_kernel_dropout_is_the_reference_math_with_the_mask_in_its_signs(kernel):
-    (q, k, _, c2p, p2c), index, mask = attention_inputs(3, 2, 40, 300, 13, True)
-    q, k, c2p, p2c = (t.detach() for t in (q, k, c2p, p2c))
+    (q, k, _, pos_key, pos_query), index, mask = attention_inputs(3, 2, 40, 300, 13, True)
+    q, k, pos_key, pos_query = (t.detach() for t in (q, k, pos_key, pos_query))
+    c2p, p2c = q @ pos_key.transpose(-1, -2), pos_query @ k.transpose(-1, -2)
     layout = _kernel_layout(index, mask, 3, 40, 300)
     full, *_ = _probabilities(q, k, c2p, p2c, index, mask, 4.0, 0.0)
     torch.manual_seed(5)

@@ -134,20 +134,20 @@ def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
     monkeypatch.setattr(attention, "dropout_signs",
                         lambda s, p, device, dtype: (torch.where(drop, -1.0, 1.0).to(dtype), 0.3))
     q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    c2p = torch.randn(2, 3, 9, 6, dtype=torch.float64, requires_grad=True)
-    p2c = torch.randn(2, 3, 6, 9, dtype=torch.float64, requires_grad=True)  # positions x keys
+    pos_key, pos_query = (torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
     index = torch.randint(0, 6, (9, 9))
     mask = torch.ones(2, 1, 9, 9, dtype=torch.bool)
     mask[1, :, :, 6:] = False
     mask[1, :, 7:, :] = False
-    got = attention._CompactAttention.apply(q, k, v, c2p, p2c, index, mask, 2.0, 0.3)
+    got = attention._CompactAttention.apply(q, k, v, pos_key, pos_query, index, mask, 2.0, 0.3)
     full = index.expand(2, 3, 9, 9)
+    c2p, p2c = q @ pos_key.transpose(-1, -2), pos_query @ k.transpose(-1, -2)  # p2c: positions x keys
     scores = q @ k.transpose(-1, -2) / 2.0 + c2p.gather(-1, full) + p2c.gather(-2, full)
     probs = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), -1)
     expected = probs.masked_fill(drop, 0.0) / 0.7 @ v
     assert torch.allclose(got, expected, atol=1e-12)
     weights = torch.randn_like(expected)
-    grads = [torch.autograd.grad((out * weights).sum(), (q, k, v, c2p, p2c)) for out in (got, expected)]
+    grads = [torch.autograd.grad((out * weights).sum(), (q, k, v, pos_key, pos_query)) for out in (got, expected)]
     for mine, reference in zip(*grads):
         assert torch.allclose(mine, reference, atol=1e-10)
 
@@ -248,7 +248,7 @@ def test_attention_dropout_of_one_drops_everything_without_dividing_by_zero(back
 
     q, k, v = (torch.randn(2, 2, 9, 4, requires_grad=True) for _ in range(3))
     index = torch.zeros(9, 9, dtype=torch.long)
-    tables = torch.randn(2, 2, 9, 1, requires_grad=True), torch.randn(2, 2, 1, 9, requires_grad=True)
+    tables = torch.randn(2, 1, 4, requires_grad=True), torch.randn(2, 1, 4, requires_grad=True)
     model = ours.build(tiny_config(attention_probs_dropout_prob=1.0), attention=backend).train()
     ids, mask = padded_batch(20)
     model(ids, attention_mask=mask).last_hidden_state.sum().backward()
