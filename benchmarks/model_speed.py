@@ -3,9 +3,11 @@
 Contenders, all built from the same config with the same seed, in train mode (dropout 0.1 as in
 pretraining), on the same random batch without padding (pretraining packs sequences):
 - ``transformers``: transformers' DebertaV2Model (its only attention path: eager, materialised);
-- ``ours-eager`` / ``ours-sdpa`` / ``ours-compact`` / ``ours-fused``: mdeberta.model's encoder with
-  each attention backend (``auto``, the default, is fused for CPU training, compact where the
-  fused kernel cannot be built, and sdpa on CUDA); fused's kernel is built before timing;
+- ``ours-eager`` / ``ours-sdpa`` / ``ours-compact`` / ``ours-fused`` / ``ours-flex``: mdeberta.model's
+  encoder with each attention backend (``auto``, the default, is fused for CPU training, compact
+  where the fused kernel cannot be built, and sdpa on CUDA); fused's kernel is built before
+  timing; flex (FlexAttention) trains on CUDA only and without attention-probability dropout,
+  so it runs with that dropout at 0;
 - ``bert-sdpa``: transformers' BertModel of the same size with SDPA attention: no disentangled
   terms, the practical floor for any DeBERTa implementation;
 - peers, where installed (``pip install disentangled-flash flashdeberta``):
@@ -34,7 +36,7 @@ import sys
 import torch
 from _timing import interleaved_medians, json_from_child, machine, peak_step_bytes
 
-CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "ours-fused", "bert-sdpa",
+CONTENDERS = ("transformers", "ours-eager", "ours-sdpa", "ours-compact", "ours-fused", "ours-flex", "bert-sdpa",
               "disentangled-flash", "flashdeberta")
 PEERS = {"disentangled-flash": "disentangled_flash", "flashdeberta": "flashdeberta"}  # contender -> module
 
@@ -43,6 +45,8 @@ def unavailable(contender: str, device: str) -> str | None:
     """Why a peer contender cannot run here, or None when it can."""
     if contender == "flashdeberta" and device != "cuda":
         return "CUDA only (on CPU it runs transformers' eager attention)"
+    if contender == "ours-flex" and device != "cuda":
+        return "CUDA only (FlexAttention has no CPU backward)"
     if contender in PEERS:
         try:
             importlib.import_module(PEERS[contender])
@@ -70,6 +74,8 @@ def build(contender: str, size: str, vocab_size: int, device: str, dtype: torch.
 
         net = FlashDebertaV2Model(config)
     elif contender.startswith("ours-"):
+        if contender == "ours-flex":
+            config.attention_probs_dropout_prob = 0.0
         net = ours.build(config, attention=contender.removeprefix("ours-"))
     else:
         bert = transformers.BertConfig(vocab_size=vocab_size, hidden_size=config.hidden_size,

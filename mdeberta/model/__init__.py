@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-from .choices import BACKENDS, DEFAULT_VOCAB_SIZE, SHARING, SIZES
+from .choices import BACKENDS, DEFAULT_VOCAB_SIZE, SHARING, SIZES, TRAINING_BACKENDS
 
 _LAZY = {"size_config": "config", "resolve_backend": "attention", "DebertaV2Model": "modeling",
          "DebertaV2ForMaskedLM": "modeling", "DebertaV2ForSequenceClassification": "modeling",
@@ -23,8 +23,8 @@ HEAD_CLASSES = {None: "DebertaV2Model", "mlm": "DebertaV2ForMaskedLM",
                 "classification": "DebertaV2ForSequenceClassification",
                 "rtd": "DebertaV2ForReplacedTokenDetection"}
 
-__all__ = ["BACKENDS", "DEFAULT_VOCAB_SIZE", "HEAD_CLASSES", "SHARING", "SIZES", *_LAZY,
-           "build", "from_pretrained", "set_attention"]
+__all__ = ["BACKENDS", "DEFAULT_VOCAB_SIZE", "HEAD_CLASSES", "SHARING", "SIZES", "TRAINING_BACKENDS",
+           *_LAZY, "build", "from_pretrained", "set_attention"]
 
 
 def _load(name: str):

@@ -24,18 +24,26 @@ Backends:
   makes about ten. It draws its dropout masks itself, from a seed (other masks than compact's
   for the same torch seed). CPU and float32 only; elsewhere, or where the kernel cannot be
   built, it runs compact's PyTorch code. Opaque to torch.compile.
+- ``flex``: PyTorch's FlexAttention (compiled), the position terms and the padding mask in its
+  ``score_mod``, read from the c2p/p2c tables, so that no [B, H, L, L] bias is materialised and
+  the tables get their gradients inside the kernel's backward. Meant for CUDA; on CPU it runs
+  inference only (FlexAttention has no CPU backward), and it has no attention-probability
+  dropout, so it refuses training with a nonzero ``attention_probs_dropout_prob``.
 - ``auto``: ``fused`` when training on CPU in float32 (autograd recording) and the kernel
-  builds, ``compact`` for other CPU training and under torch.compile, ``sdpa`` everywhere else.
+  builds, ``compact`` for other CPU training and under torch.compile, ``sdpa`` everywhere else
+  (``flex`` is not picked until it is measured faster than ``sdpa`` on a GPU).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from . import fused_kernel
 from .choices import BACKENDS
 from .dropout import Dropout, dropout_seed, dropout_threshold
@@ -58,6 +66,18 @@ def pick_backend(name: str, queries: torch.Tensor) -> str:
     if not training or queries.device.type != "cpu":
         return "sdpa"
     return "fused" if fused_kernel.load_for(queries) is not None and not torch.compiler.is_compiling() else "compact"
+
+
+class FlexUnsupportedError(UserError, RuntimeError):
+    pass
+
+
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # FlexAttention is fast only compiled: eager, it materialises the scores.
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
@@ -328,6 +348,8 @@ class DisentangledSelfAttention(nn.Module):
             context = self._eager(queries, keys, values, index, rel_embeddings, mask, scale)
         elif backend == "sdpa":
             context = self._sdpa(queries, keys, values, index, rel_embeddings, mask, scale)
+        elif backend == "flex":
+            context = self._flex(queries, keys, values, index, rel_embeddings, mask, scale)
         else:
             queries, keys, values = queries.contiguous(), keys.contiguous(), values.contiguous()
             pos_key, pos_query = self._position_projections(rel_embeddings, scale)
@@ -386,3 +408,28 @@ class DisentangledSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(
             queries, keys, values, attn_mask=bias, scale=1.0 / scale,
             dropout_p=self.dropout.p if self.training else 0.0)
+
+    def _flex(self, queries, keys, values, index, rel_embeddings, mask, scale):
+        """FlexAttention with score_mod = + c2p[b, h, i, r] + p2c[b, h, r, j], r = index[i, j];
+        masked scores become finfo.min, as in the reference (fully padded rows attend uniformly)."""
+        if self.training and self.dropout.p > 0:
+            raise FlexUnsupportedError(
+                f"the flex attention backend has no attention-probability dropout, and this model trains with "
+                f"attention_probs_dropout_prob={self.dropout.p}: choose another backend (auto, sdpa) or set that "
+                f"dropout to 0")
+        if queries.device.type == "cpu" and torch.is_grad_enabled() and queries.requires_grad:
+            raise FlexUnsupportedError("the flex attention backend cannot train on CPU (FlexAttention has no CPU "
+                                       "backward): choose auto, fused or compact for CPU training")
+        c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)
+        per_batch_index = index.dim() == 4  # [B, 1, Lq, Lk]: the Enhanced Mask Decoder's own queries
+        fill = torch.finfo(torch.float32).min
+
+        def disentangled(score, b, h, i, j):
+            r = index[b, 0, i, j] if per_batch_index else index[i, j]
+            if c2p is not None:
+                score = score + c2p[b, h, i, r]
+            if p2c is not None:
+                score = score + p2c[b, h, r, j]
+            return score if mask is None else torch.where(mask[b, 0, i, j], score, fill)
+
+        return _compiled_flex_attention()(queries, keys, values, score_mod=disentangled, scale=1.0 / scale)

@@ -13,5 +13,7 @@ SIZES = {
 # mdeberta-v3-base: 250,101 SentencePiece pieces + [MASK], padded to a round number.
 DEFAULT_VOCAB_SIZE = 251000
 
-BACKENDS = ("eager", "sdpa", "compact", "fused")  # attention; "auto" picks one per call
+BACKENDS = ("eager", "sdpa", "compact", "fused", "flex")  # attention; "auto" picks one per call
+# The stages train with attention dropout, which flex (FlexAttention) does not have.
+TRAINING_BACKENDS = tuple(name for name in BACKENDS if name != "flex")
 SHARING = ("es", "nes", "gdes")  # embedding sharing between generator and discriminator

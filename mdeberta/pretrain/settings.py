@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import BACKENDS, SHARING, SIZES
+from ..model import SHARING, SIZES, TRAINING_BACKENDS
 from ..recipe import SettingsError, setting
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -30,7 +30,7 @@ class PretrainSettings:
     temperature: float = setting(1.0, "softmax temperature of the generator's samples", group="model", metavar="T")
     enhanced_mask_decoder: bool = setting(True, "generator decodes with the Enhanced Mask Decoder", group="model")
     attention: str = setting("auto", "attention backend (auto: fused for CPU training, sdpa elsewhere)",
-                             choices=("auto", *BACKENDS), group="model", affects_output=False)
+                             choices=("auto", *TRAINING_BACKENDS), group="model", affects_output=False)
 
     langs: list[str] = setting([], "corpus languages to train on (default: all)", group="data", metavar="A,B,...")
     alpha: float = setting(0.3, "language sampling exponent: q_i proportional to p_i^alpha", group="data")

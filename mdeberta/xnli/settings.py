@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import recipe
 from ..corpora.languages import XNLI_LANGUAGES
-from ..model import BACKENDS
+from ..model import TRAINING_BACKENDS
 from ..recipe import SettingsError
 
 PROTOCOLS = ("zero-shot", "translate-train-all")
@@ -52,7 +52,7 @@ class XnliSettings:
                                     group="execution")
     attention: str = recipe.setting("auto", "attention backend of the model (auto: fused for CPU training, "
                                     "sdpa elsewhere)", affects_output=False, group="execution",
-                                    choices=("auto", *BACKENDS))
+                                    choices=("auto", *TRAINING_BACKENDS))
     eval_batch_size: int = recipe.setting(128, "pairs per evaluation batch and process", affects_output=False,
                                           group="execution", metavar="N")
 

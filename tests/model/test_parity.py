@@ -10,7 +10,8 @@ from mdeberta.model.attention import log_bucket, relative_index
 from .conftest import padded_batch, tiny_config
 
 LENGTHS = [7, 128, 300, 600]  # 600 > position_buckets (256)
-BACKENDS = ["eager", "sdpa", "compact", "fused"]
+BACKENDS = ["eager", "sdpa", "compact", "fused", "flex"]
+CPU_TRAINING = [name for name in BACKENDS if name != "flex"]  # FlexAttention has no CPU backward
 
 PAIRS = {
     None: (transformers.DebertaV2Model, lambda out: out.last_hidden_state),
@@ -49,7 +50,7 @@ def test_both_lm_head_layouts(legacy):
         assert (mine(ids, attention_mask=mask).logits - reference(ids, attention_mask=mask).logits).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_TRAINING)
 @pytest.mark.parametrize("length", [128, 600])
 def test_input_gradients_match_transformers(backend, length):
     reference, mine = twins(None, backend)
@@ -183,7 +184,7 @@ def test_training_works_after_inference_mode_at_the_same_length():
     assert model.embeddings.word_embeddings.weight.grad is not None
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_TRAINING)
 def test_attention_dropout_is_applied_in_training_only(backend):
     torch.manual_seed(0)
     model = ours.build(tiny_config(attention_probs_dropout_prob=0.5), attention=backend)
@@ -208,17 +209,18 @@ def test_relative_index_matches_transformers_buckets():
 
 
 def test_unknown_backend_and_unsupported_config_are_refused():
-    with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa, compact, fused"):
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa, compact, fused, flex"):
         ours.build("tiny", attention="flash", vocab_size=50)
     with pytest.raises(ValueError, match="conv_kernel_size"):
         ours.build(tiny_config(conv_kernel_size=3))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 kernels)")
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
 @pytest.mark.parametrize("length", [128, 600])
-def test_backends_agree_in_bf16_on_cuda(length):
+def test_backends_agree_in_bf16_on_cuda(backend, length):
     """bf16 keeps 8 bits of mantissa: after two layers the backends agree to a few 1e-2."""
-    reference, mine = twins(None, "sdpa")
+    reference, mine = twins(None, backend)
     ids, mask = (t.cuda() for t in padded_batch(length))
     mine = mine.cuda().to(torch.bfloat16)
     with torch.no_grad():
@@ -228,6 +230,27 @@ def test_backends_agree_in_bf16_on_cuda(length):
         slow = mine(ids, attention_mask=mask).last_hidden_state.float()
     assert (fast - slow).abs().max() <= 5e-2
     assert (fast - expected).abs().max() <= 1e-1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CUDA kernels' backward)")
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_cuda_backends_train_like_eager(backend):
+    """fp32 on CUDA, dropout off: every parameter's gradient as eager's (padded rows left out of the loss)."""
+    _, model = twins(None, "eager")
+    model = model.cuda().train()
+    ids, mask = (t.cuda() for t in padded_batch(128))
+    weights = torch.randn(*ids.shape, model.config.hidden_size, device="cuda") * mask[..., None]
+    results = []
+    for name in ("eager", backend):
+        ours.set_attention(model, name)
+        model.zero_grad()
+        hidden = model(ids, attention_mask=mask).last_hidden_state
+        (hidden * weights).sum().backward()
+        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (expected, expected_grads), (got, got_grads) = results
+    assert (got - expected).abs().max() <= 1e-4  # TF32 may be on for CUDA matmuls
+    for name, grad in expected_grads.items():
+        assert (got_grads[name] - grad).abs().max() <= 1e-3 * grad.abs().max() + 1e-6, name
 
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "compact"])
