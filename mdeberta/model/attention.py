@@ -73,11 +73,13 @@ class FlexUnsupportedError(UserError, RuntimeError):
 
 
 @functools.cache
-def _compiled_flex_attention():
+def _compiled_flex_attention(device_type: str):
+    """FlexAttention is fast only compiled (eager, it materialises the scores). On CUDA a new
+    length makes the compiled code shape-generic; inductor's CPU template fails to compile with
+    symbolic lengths (torch 2.13), so on CPU each length is compiled on its own."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    # FlexAttention is fast only compiled: eager, it materialises the scores.
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)
 
 
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
@@ -432,4 +434,5 @@ class DisentangledSelfAttention(nn.Module):
                 score = score + p2c[b, h, r, j]
             return score if mask is None else torch.where(mask[b, 0, i, j], score, fill)
 
-        return _compiled_flex_attention()(queries, keys, values, score_mod=disentangled, scale=1.0 / scale)
+        flex_attention = _compiled_flex_attention(queries.device.type)
+        return flex_attention(queries, keys, values, score_mod=disentangled, scale=1.0 / scale)
