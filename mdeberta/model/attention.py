@@ -82,6 +82,10 @@ def _compiled_flex_attention(device_type: str):
     return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)
 
 
+def _flex_trains_on(device: torch.device) -> bool:
+    return device.type != "cpu"  # PyTorch's FlexAttention has no CPU backward
+
+
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
     """DeBERTa's relative-position buckets: exact within +-buckets/2, logarithmic beyond, so
     distances up to ``max_position`` fit in ``buckets`` slots. Computed in float32 like the
@@ -419,7 +423,7 @@ class DisentangledSelfAttention(nn.Module):
                 f"the flex attention backend has no attention-probability dropout, and this model trains with "
                 f"attention_probs_dropout_prob={self.dropout.p}: choose another backend (auto, sdpa) or set that "
                 f"dropout to 0")
-        if queries.device.type == "cpu" and torch.is_grad_enabled() and queries.requires_grad:
+        if not _flex_trains_on(queries.device) and torch.is_grad_enabled() and queries.requires_grad:
             raise FlexUnsupportedError("the flex attention backend cannot train on CPU (FlexAttention has no CPU "
                                        "backward): choose auto, fused or compact for CPU training")
         c2p, p2c = self._position_tables(queries, keys, rel_embeddings, scale)

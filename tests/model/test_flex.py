@@ -39,3 +39,35 @@ def test_flex_decodes_masked_positions_like_eager():
         with torch.no_grad():
             logits[name] = generator.masked_logits(ids, mask, masked)
     assert (logits["flex"] - logits["eager"]).abs().max() <= 1e-5
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_gradients_through_flexattentions_reference_backward(monkeypatch):
+    """The CUDA kernel's backward is not available here; FlexAttention's eager reference backward
+    (the same score_mod graph, differentiated by PyTorch) is, once its CPU guard is lifted: every
+    parameter's gradient, position tables included, matches eager's."""
+    import torch.nn.attention.flex_attention as flex_module
+
+    from mdeberta.model import attention
+
+    if not hasattr(flex_module, "_validate_device"):
+        pytest.skip("this torch has no FlexAttention CPU guard to lift")
+    monkeypatch.setattr(flex_module, "_validate_device", lambda *tensors: None)
+    monkeypatch.setattr(attention, "_flex_trains_on", lambda device: True)
+    monkeypatch.setattr(attention, "_compiled_flex_attention", lambda device_type: flex_module.flex_attention)
+    torch.manual_seed(0)
+    model = ours.build(tiny_config(), attention="eager").train()
+    ids, mask = padded_batch(64)
+    weights = torch.randn(*ids.shape, model.config.hidden_size) * mask[..., None]  # padded rows left out
+    results = []
+    for name in ("eager", "flex"):
+        ours.set_attention(model, name)
+        model.zero_grad()
+        hidden = model(ids, attention_mask=mask).last_hidden_state
+        (hidden * weights).sum().backward()
+        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (expected, expected_grads), (got, got_grads) = results
+    assert (got - expected).abs().max() <= 1e-5
+    assert got_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        assert (got_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
