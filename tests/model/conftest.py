@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mdeberta.model import size_config
+from mdeberta.model import set_attention, size_config
 
 VOCAB = 120
 
@@ -29,3 +29,21 @@ def padded_batch(length: int, seed: int = 0):
 def config():
     torch.manual_seed(0)
     return tiny_config()
+
+
+def assert_trains_like_eager(model, backend, ids, mask, weights, output_tolerance=1e-5, gradient_tolerance=1e-4):
+    """One training step of sum(last hidden state x weights) with eager attention and with
+    ``backend``: the outputs agree within ``output_tolerance`` and every parameter's gradient
+    (position tables, projections, LayerNorms) within ``gradient_tolerance`` of its largest entry."""
+    results = []
+    for name in ("eager", backend):
+        set_attention(model, name)
+        model.zero_grad()
+        hidden = model(ids, attention_mask=mask).last_hidden_state
+        (hidden * weights).sum().backward()
+        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (expected, expected_grads), (got, got_grads) = results
+    assert (got - expected).abs().max() <= output_tolerance
+    assert got_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        assert (got_grads[name] - grad).abs().max() <= gradient_tolerance * grad.abs().max() + 1e-7, name

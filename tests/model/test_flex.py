@@ -8,7 +8,7 @@ from mdeberta import model as ours
 from mdeberta.model.attention import FlexUnsupportedError
 from mdeberta.model.rtd import choose_masked_positions
 
-from .conftest import padded_batch, tiny_config
+from .conftest import assert_trains_like_eager, padded_batch, tiny_config
 from .test_rtd import batch, rtd_model
 
 
@@ -59,15 +59,4 @@ def test_flex_gradients_through_flexattentions_reference_backward(monkeypatch):
     model = ours.build(tiny_config(), attention="eager").train()
     ids, mask = padded_batch(64)
     weights = torch.randn(*ids.shape, model.config.hidden_size) * mask[..., None]  # padded rows left out
-    results = []
-    for name in ("eager", "flex"):
-        ours.set_attention(model, name)
-        model.zero_grad()
-        hidden = model(ids, attention_mask=mask).last_hidden_state
-        (hidden * weights).sum().backward()
-        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (expected, expected_grads), (got, got_grads) = results
-    assert (got - expected).abs().max() <= 1e-5
-    assert got_grads.keys() == expected_grads.keys()
-    for name, grad in expected_grads.items():
-        assert (got_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
+    assert_trains_like_eager(model, "flex", ids, mask, weights)

@@ -7,7 +7,7 @@ import transformers
 from mdeberta import model as ours
 from mdeberta.model.attention import log_bucket, relative_index
 
-from .conftest import padded_batch, tiny_config
+from .conftest import assert_trains_like_eager, padded_batch, tiny_config
 
 LENGTHS = [7, 128, 300, 600]  # 600 > position_buckets (256)
 BACKENDS = ["eager", "sdpa", "compact", "fused", "flex"]
@@ -78,19 +78,7 @@ def test_backends_agree_with_eager_in_training_with_dropout_off(backend):
     weights = torch.randn(*ids.shape, model.config.hidden_size)  # a squared LayerNorm output has ~no gradient
     if backend == "sdpa":
         weights *= mask[..., None]
-    model.train()
-    results = []
-    for name in ("eager", backend):
-        ours.set_attention(model, name)
-        model.zero_grad()
-        hidden = model(ids, attention_mask=mask).last_hidden_state
-        (hidden * weights).sum().backward()
-        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (expected, expected_grads), (got, got_grads) = results
-    assert (got - expected).abs().max() <= 1e-5
-    assert got_grads.keys() == expected_grads.keys()
-    for name, grad in expected_grads.items():
-        assert (got_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
+    assert_trains_like_eager(model.train(), backend, ids, mask, weights)
 
 
 def test_auto_takes_fused_or_compact_for_cpu_training_and_sdpa_otherwise(monkeypatch):
@@ -240,17 +228,8 @@ def test_cuda_backends_train_like_eager(backend):
     model = model.cuda().train()
     ids, mask = (t.cuda() for t in padded_batch(128))
     weights = torch.randn(*ids.shape, model.config.hidden_size, device="cuda") * mask[..., None]
-    results = []
-    for name in ("eager", backend):
-        ours.set_attention(model, name)
-        model.zero_grad()
-        hidden = model(ids, attention_mask=mask).last_hidden_state
-        (hidden * weights).sum().backward()
-        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (expected, expected_grads), (got, got_grads) = results
-    assert (got - expected).abs().max() <= 1e-4  # TF32 may be on for CUDA matmuls
-    for name, grad in expected_grads.items():
-        assert (got_grads[name] - grad).abs().max() <= 1e-3 * grad.abs().max() + 1e-6, name
+    # TF32 may be on for CUDA matmuls
+    assert_trains_like_eager(model, backend, ids, mask, weights, output_tolerance=1e-4, gradient_tolerance=1e-3)
 
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa", "compact"])
