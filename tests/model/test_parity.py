@@ -53,8 +53,23 @@ def test_both_lm_head_layouts(legacy):
 @pytest.mark.parametrize("backend", CPU_TRAINING)
 @pytest.mark.parametrize("length", [128, 600])
 def test_input_gradients_match_transformers(backend, length):
-    reference, mine = twins(None, backend)
-    ids, mask = padded_batch(length)
+    assert_input_gradients_match(*twins(None, backend), *padded_batch(length))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("terms", [["c2p"], ["p2c"]])
+def test_one_position_term_matches_transformers(backend, terms):
+    """Configs with c2p or p2c alone: outputs, and input gradients where the backend trains here."""
+    reference, mine = twins(None, backend, pos_att_type=terms)
+    ids, mask = padded_batch(40)
+    with torch.no_grad():
+        expected, got = (model(ids, attention_mask=mask).last_hidden_state for model in (reference, mine))
+    assert (got - expected).abs().max() <= 1e-5
+    if backend in CPU_TRAINING:
+        assert_input_gradients_match(reference, mine, ids, mask)
+
+
+def assert_input_gradients_match(reference, mine, ids, mask):
     embeds = reference.embeddings.word_embeddings(ids).detach()
     weights = torch.randn(*ids.shape, reference.config.hidden_size, generator=torch.Generator().manual_seed(1))
     grads = []
