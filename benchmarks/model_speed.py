@@ -42,7 +42,9 @@ PEERS = {"disentangled-flash": "disentangled_flash", "flashdeberta": "flashdeber
 
 
 def unavailable(contender: str, device: str) -> str | None:
-    """Why a peer contender cannot run here, or None when it can."""
+    """Why a contender cannot run here, or None when it can."""
+    if contender not in CONTENDERS:
+        return f"unknown contender; choose from {', '.join(CONTENDERS)}"
     if contender == "flashdeberta" and device != "cuda":
         return "CUDA only (on CPU it runs transformers' eager attention)"
     if contender == "ours-flex" and device != "cuda":
@@ -160,6 +162,8 @@ def main() -> None:
             print(f"skipping {name}: {reason}")
         else:
             contenders.append(name)
+    if not contenders:
+        parser.error("no contender can run here")
     print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.dtype}; "
           f"{args.tokens} tokens per batch; vocab {args.vocab_size}; median of {args.rounds} interleaved rounds "
           f"of {'CPU' if args.cpu_time else 'wall'} time")

@@ -219,16 +219,11 @@ class _CompactAttention(torch.autograd.Function):
             grad_keys_t.view(rows, size, width).baddbmm_(queries.view(rows, length, size).transpose(1, 2),
                                                          flat_grad, alpha=1.0 / ctx.scale)
         # d(PosK) = sum over the batch of d(c2p)^T.Q, d(PosQ) = sum of d(p2c).K
-        grad_pos_key = None if grad_c2p is None else _batch_sum(
-            torch.matmul(queries.transpose(-1, -2), grad_c2p), pos_key).transpose(-1, -2)
-        grad_pos_query = None if grad_p2c is None else _batch_sum(torch.matmul(grad_p2c, keys), pos_query)
+        grad_pos_key = None if grad_c2p is None else \
+            torch.matmul(queries.transpose(-1, -2), grad_c2p).sum(0).transpose(-1, -2)
+        grad_pos_query = None if grad_p2c is None else torch.matmul(grad_p2c, keys).sum(0)
         return (grad_queries, grad_keys_t.transpose(-1, -2), grad_values, grad_pos_key, grad_pos_query,
                 None, None, None, None, None)
-
-
-def _batch_sum(grad: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """A [B, H, ..] gradient summed over the batch rows a [H, ..] table was broadcast to."""
-    return grad.sum(0) if grad.dim() > table.dim() else grad
 
 
 def _score_gradients(ctx, grad, probs, index, mask, pos_key, pos_query):
