@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from . import fused_kernel
+from . import cpu_isa, fused_kernel
 from .choices import BACKENDS
 from .dropout import Dropout, dropout_seed, dropout_threshold
 
@@ -76,10 +76,29 @@ class FlexUnsupportedError(UserError, RuntimeError):
 def _compiled_flex_attention(device_type: str):
     """FlexAttention is fast only compiled (eager, it materialises the scores). On CUDA a new
     length makes the compiled code shape-generic; inductor's CPU template fails to compile with
-    symbolic lengths (torch 2.13), so on CPU each length is compiled on its own."""
+    symbolic lengths (torch 2.13), so on CPU each length is compiled on its own, for this
+    process's vector width (``cpu_isa``)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)
+    return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None,
+                         options=cpu_isa.inductor_options(device_type))
+
+
+# Inductor's CPU FlexAttention template (torch 2.13) computes Q.K^T by blocks of 16 keys, and its
+# block for the last keys (length not a multiple of 16) is wrong when that remainder and the head
+# size are multiples of the vector width and the head size is below 24: it multiplies and stores
+# 16 key columns where fewer remain, reading past the keys and over the softmax's running maxima.
+# With 8-float vectors (AVX2), head sizes 8 and 16 and lengths of 8 mod 16 gave wrong or NaN
+# outputs. Zero columns appended to Q and K change no score and send every head size past it.
+_CPU_FLEX_MIN_HEAD_SIZE = 24
+_CPU_FLEX_PADDED_HEAD_SIZE = 32
+
+
+def _pad_head_size_for_cpu_flex(queries, keys):
+    size = queries.shape[-1]
+    if queries.device.type != "cpu" or size >= _CPU_FLEX_MIN_HEAD_SIZE:
+        return queries, keys
+    return (F.pad(x, (0, _CPU_FLEX_PADDED_HEAD_SIZE - size)) for x in (queries, keys))
 
 
 def _flex_trains_on(device: torch.device) -> bool:
@@ -434,4 +453,5 @@ class DisentangledSelfAttention(nn.Module):
             return score if mask is None else torch.where(mask[b, 0, i, j], score, fill)
 
         flex_attention = _compiled_flex_attention(queries.device.type)
+        queries, keys = _pad_head_size_for_cpu_flex(queries, keys)
         return flex_attention(queries, keys, values, score_mod=disentangled, scale=1.0 / scale)

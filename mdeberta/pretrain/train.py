@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..distributed import World
 from ..errors import UserError
 from ..optim import adamw
-from ..model import RTDModel, size_config
+from ..model import RTDModel, cpu_isa, size_config
 from ..recipe import SettingsError, output_settings
 from .checkpoint import (checkpoints, latest_checkpoint, load_model, load_training_state, save_checkpoint,
                          saved_settings)
@@ -91,9 +91,10 @@ RESUMABLE_CHANGES = ("max_steps", "eval_sequences", "precision")
 def compile_layers(model: RTDModel) -> None:
     """Each encoder layer rather than each encoder whole: the generator's Enhanced Mask Decoder
     calls the embeddings, the encoder and its last layer itself, never a compiled ``deberta``."""
+    options = cpu_isa.inductor_options(next(model.parameters()).device.type)
     for side in (model.generator, model.discriminator):
         for layer in side.deberta.encoder.layer:
-            layer.compile()
+            layer.compile(options=options)
 
 
 def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
