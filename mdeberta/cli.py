@@ -34,8 +34,16 @@ def _corpus_prepare(args: argparse.Namespace) -> int:
         raise SettingsError("--shard-index and --num-shards go together")
     if args.shard_index is not None and not 0 <= args.shard_index < args.num_shards:
         raise SettingsError(f"--shard-index must be in 0..{args.num_shards - 1}, got {args.shard_index}")
+    if args.dedup_task is not None:
+        if not settings.dedup_tasks:
+            raise SettingsError("--dedup-task needs --dedup-tasks (the number of jobs in the array)")
+        if not 0 <= args.dedup_task < settings.dedup_tasks:
+            raise SettingsError(f"--dedup-task must be in 0..{settings.dedup_tasks - 1}, got {args.dedup_task}")
+        if args.shard_index is not None or args.merge or not settings.dedup:
+            raise SettingsError("--dedup-task runs alone: not with --shard-index, --merge or --no-dedup")
     stage = CorpusStage(settings, args.out, progress=not args.no_progress)
-    return stage.run(args.shard_index, args.num_shards or 1, merge_only=args.merge, force=args.force)
+    return stage.run(args.shard_index, args.num_shards or 1, merge_only=args.merge, force=args.force,
+                     dedup_task=args.dedup_task)
 
 
 def _corpus_languages(args: argparse.Namespace) -> int:
@@ -341,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  mdeberta corpus prepare corpora/sample --out work/corpus --langs xnli\n"
                "  mdeberta corpus prepare cc100/ --out corpus --shard-index $SLURM_ARRAY_TASK_ID --num-shards 64\n"
-               "  mdeberta corpus prepare cc100/ --out corpus --merge")
+               "  mdeberta corpus prepare cc100/ --out corpus --dedup-tasks 64 --dedup-task $SLURM_ARRAY_TASK_ID\n"
+               "  mdeberta corpus prepare cc100/ --out corpus --dedup-tasks 64 --merge")
     prepare.add_argument("input_paths", nargs="*", metavar="INPUT",
                          help="files or folders: CC100 text (.txt, .xz, .gz), JSONL, Parquet, a saved HF dataset")
     prepare.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -350,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard-index", type=int, metavar="I", help="clean only input shards with index %% N == I "
                      "(one job of a cluster array); finish with --merge")
     run.add_argument("--num-shards", type=int, metavar="N", help="number of jobs in the array")
-    run.add_argument("--merge", action="store_true", help="deduplicate and write shards cleaned by --shard-index jobs")
+    run.add_argument("--dedup-task", type=int, metavar="T", help="run dedup task T of --dedup-tasks (one job of a "
+                     "cluster array, after the --shard-index jobs); finish with --merge")
+    run.add_argument("--merge", action="store_true", help="deduplicate (the tasks not run yet) and write the shards "
+                     "cleaned by --shard-index jobs")
     run.add_argument("--force", action="store_true", help="redo everything, even if up to date")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_settings_arguments(prepare, CorpusSettings)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Stage 1 on a cluster: one array task per slice of the input files, then one merge job.
+# Stage 1 on a cluster: an array over slices of the input files, an array over dedup tasks, then
+# one merge job.
 #
-#   jobid=$(sbatch --parsable examples/slurm/corpus-array.sh)
-#   sbatch --dependency=afterok:$jobid examples/slurm/corpus-merge.sh
+#   clean=$(sbatch --parsable examples/slurm/corpus-array.sh)
+#   dedup=$(sbatch --parsable --dependency=afterok:$clean examples/slurm/corpus-dedup.sh)
+#   sbatch --dependency=afterok:$dedup examples/slurm/corpus-merge.sh
 #
 # Each task cleans and language-identifies the input files whose index % 64 == its task id, into
-# $OUT/_work (a task that is rerun continues where it stopped); the merge job deduplicates across
-# all of them and writes $OUT/<lang>/part-*.parquet, stats and the manifest. Adjust --array to
-# the number of slices (--num-shards) and the recipe to your data.
+# $OUT/_work, and sorts their paragraph and document keys (a task that is rerun continues where
+# it stopped). Adjust --array to the number of slices (--num-shards) and the recipe to your data.
 #SBATCH --job-name=mdeberta-corpus
 #SBATCH --array=0-63
 #SBATCH --cpus-per-task=16

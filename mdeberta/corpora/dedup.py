@@ -1,87 +1,111 @@
-"""Exact deduplication of paragraphs and documents across the whole input, in input order.
+"""Exact deduplication of documents and paragraphs at corpus scale: the first occurrence of a key
+in input order (shard, then row) is kept, every later one is a repeat.
 
-Memory bound: the set of keys seen so far holds 8 bytes per unique paragraph and 8 bytes per
-unique document (sorted uint64 arrays, no Python objects), plus the keys of the chunk of documents
-being checked (65,536 documents at a time). The sorted keys are split into 4096 buckets by their top 12 bits, so adding a
-shard's new keys copies one bucket at a time and never doubles the whole set.
+Three steps, each parallel and resumable, none holding the whole corpus's keys in one process:
 
-Shards are checked one after another in input order, so the first occurrence of a paragraph is
-the one kept no matter how many processes cleaned the shards or in which order they finished.
+1. ``write_sorted_keys``, per cleaned shard: its keys sorted (stably, so equal keys stay in row
+   order), each beside its position ``shard << 40 | row``. n log n in the shard's size.
+2. ``find_repeats``, per task t of P: the keys of the t-th of P equal ranges of the 64-bit key
+   space, from every shard, in sub-ranges of at most ``step_keys`` keys (hashes are uniform, so
+   the sub-ranges are even). A sub-range is one contiguous slice of each shard's sorted keys;
+   the slices, joined in input order and sorted stably by key, put each value's first occurrence
+   first. The task writes the positions of the repeats, sorted. Memory: a sub-range's working
+   set (fixed) plus 8 bytes per repeat; time n log n over the task's keys.
+3. ``repeats_in_shard``, per shard of the write phase: each task's repeats within the shard's
+   position range, found by binary search in memory-mapped files.
+
+Documents and paragraphs are two independent key sets. Paragraphs of repeated documents take
+part in the paragraph step: such a document is the same text as an earlier one, so each of its
+paragraph keys already occurred earlier and none of them can be first; the decisions are the
+ones of checking only the other documents' paragraphs (up to a 64-bit collision of document hashes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from pathlib import Path
 
 import numpy as np
 
-_BUCKET_BITS = 12
-_SHIFT = np.uint64(64 - _BUCKET_BITS)
-_EDGES = np.arange(1 << _BUCKET_BITS, dtype=np.uint64) << _SHIFT
+ROW_BITS = 40  # rows per shard < 2^40; shard indexes < 2^24
+KEY_SPACE = 1 << 64
 
 
-class KeySet:
-    """A set of uint64 keys at 8 bytes per key."""
-
-    def __init__(self):
-        self._buckets = [np.empty(0, np.uint64) for _ in range(1 << _BUCKET_BITS)]
-
-    def __len__(self) -> int:
-        return sum(map(len, self._buckets))
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self._buckets)
-
-    def _spans(self, sorted_keys: np.ndarray):
-        bounds = np.searchsorted(sorted_keys, _EDGES).tolist() + [len(sorted_keys)]
-        for bucket in np.unique(sorted_keys >> _SHIFT).tolist():
-            yield bucket, bounds[bucket], bounds[bucket + 1]
-
-    def add_new(self, sorted_unique: np.ndarray) -> np.ndarray:
-        """Insert sorted, distinct keys; return a mask of those that were already present."""
-        present = np.zeros(len(sorted_unique), dtype=bool)
-        for bucket, start, end in self._spans(sorted_unique):
-            keys, members = sorted_unique[start:end], self._buckets[bucket]
-            if len(members):
-                at = np.minimum(np.searchsorted(members, keys), len(members) - 1)
-                present[start:end] = members[at] == keys
-            fresh = keys[~present[start:end]]
-            if len(fresh):
-                merged = np.concatenate([members, fresh])
-                merged.sort(kind="stable")  # two sorted runs: a linear merge
-                self._buckets[bucket] = merged
-        return present
+class DedupError(ValueError):
+    pass
 
 
-def first_occurrences(keys: np.ndarray, seen: KeySet) -> np.ndarray:
-    """Mask of keys that are the first of their value in ``keys`` and absent from ``seen``;
-    ``seen`` then holds them too."""
-    keep = np.zeros(len(keys), dtype=bool)
-    if not len(keys):
-        return keep
-    unique, first = np.unique(keys, return_index=True)
-    present = seen.add_new(unique)
-    keep[first[~present]] = True
-    return keep
+def positions(shard_index: int, count: int) -> np.ndarray:
+    if count >= 1 << ROW_BITS or shard_index >= 1 << (64 - ROW_BITS):
+        raise DedupError(f"shard {shard_index} with {count} keys is past the {1 << (64 - ROW_BITS)} shards "
+                         f"of 2^{ROW_BITS} rows that deduplication addresses; split the input into smaller files")
+    return (np.uint64(shard_index) << np.uint64(ROW_BITS)) | np.arange(count, dtype=np.uint64)
 
 
-@dataclass
-class ShardDuplicates:
-    duplicate_docs: np.ndarray  # bool per document
-    keep_paragraphs: np.ndarray  # bool per paragraph, documents' paragraphs concatenated
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
 
 
-class Deduplicator:
-    def __init__(self):
-        self.documents = KeySet()
-        self.paragraphs = KeySet()
+def write_sorted_keys(path: Path, keys: np.ndarray, shard_index: int) -> None:
+    """``keys`` in row order -> ``path``: a [2, n] uint64 array, keys sorted, and their positions."""
+    order = np.argsort(keys, kind="stable")
+    _save_atomic(path, np.stack([keys[order], positions(shard_index, len(keys))[order]]))
 
-    def check_shard(self, doc_hash: np.ndarray, paragraph_keys: np.ndarray, paragraphs_per_doc: np.ndarray) -> ShardDuplicates:
-        """Documents first (a repeated document is dropped whole, under its own reason), then
-        the paragraphs of the remaining documents."""
-        duplicate_docs = ~first_occurrences(doc_hash, self.documents)
-        candidates = ~np.repeat(duplicate_docs, paragraphs_per_doc)
-        keep = np.zeros(len(paragraph_keys), dtype=bool)
-        keep[candidates] = first_occurrences(paragraph_keys[candidates], self.paragraphs)
-        return ShardDuplicates(duplicate_docs, keep)
+
+def _load(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
+
+
+def task_range(task: int, tasks: int) -> tuple[int, int]:
+    """The task's share [lo, hi) of the 64-bit key space."""
+    return task * KEY_SPACE // tasks, (task + 1) * KEY_SPACE // tasks
+
+
+def _slice(sorted_keys: np.ndarray, lo: int, hi: int) -> slice:
+    """Where keys in [lo, hi) lie in a sorted array (hi may be 2^64, past every uint64)."""
+    start = int(np.searchsorted(sorted_keys, np.uint64(lo)))
+    end = len(sorted_keys) if hi >= KEY_SPACE else int(np.searchsorted(sorted_keys, np.uint64(hi)))
+    return slice(start, end)
+
+
+def find_repeats(key_files: list[Path], task: int, tasks: int, step_keys: int = 1 << 24) -> np.ndarray:
+    """Sorted positions of the repeated keys in the task's range, over ``key_files`` (one per
+    shard, in input order)."""
+    runs = [_load(path) for path in key_files]
+    lo, hi = task_range(task, tasks)
+    held = sum(len(run[0, _slice(run[0], lo, hi)]) for run in runs)
+    steps = max(1, -(-held // step_keys))
+    found = []
+    for step in range(steps):
+        sub_lo, sub_hi = lo + (hi - lo) * step // steps, lo + (hi - lo) * (step + 1) // steps
+        slices = [(run, _slice(run[0], sub_lo, sub_hi)) for run in runs]
+        keys = np.concatenate([run[0, where] for run, where in slices] or [np.zeros(0, np.uint64)])
+        order = np.argsort(keys, kind="stable")  # input order within each value
+        keys = keys[order]
+        repeat = np.flatnonzero(keys[1:] == keys[:-1]) + 1
+        del keys
+        where = np.concatenate([run[1, where] for run, where in slices] or [np.zeros(0, np.uint64)])
+        found.append(where[order[repeat]])
+        del where, order
+    repeats = np.concatenate(found or [np.zeros(0, np.uint64)])
+    del found
+    repeats.sort()
+    return repeats
+
+
+def write_repeats(path: Path, repeats: np.ndarray) -> None:
+    _save_atomic(path, repeats)
+
+
+def repeats_in_shard(repeat_files: list[Path], shard_index: int, count: int) -> np.ndarray:
+    """Bool per row of the shard: True where the key is a repeat, from every task's file."""
+    lo, hi = np.uint64(shard_index << ROW_BITS), np.uint64((shard_index << ROW_BITS) + count)
+    repeated = np.zeros(count, dtype=bool)
+    for path in repeat_files:
+        found = _load(path)
+        rows = found[np.searchsorted(found, lo):np.searchsorted(found, hi)] - lo
+        repeated[rows.astype(np.int64)] = True
+    return repeated

@@ -1,16 +1,18 @@
 """The corpus stage: raw text -> clean, deduplicated, language-identified per-language shards.
 
-Three phases, each resumable:
+Four phases, each parallel and resumable:
 
-1. clean (parallel, per input shard): read, normalise, filter, identify the language, compute
-   paragraph keys; writes ``_work/clean/shard-NNNNN.parquet``. Cluster jobs run slices of the
-   shards with ``shard_index``/``num_shards``.
-2. dedup (one process, shards in input order, keys only): which documents and paragraphs are
-   repeats of an earlier one. Holds 8 bytes per unique paragraph and document.
-3. write (parallel, per shard): applies the decisions and writes ``<lang>/part-NNNNN.parquet``.
+1. clean (per input shard): read, normalise, filter, identify the language, compute paragraph
+   keys; writes ``_work/clean/shard-NNNNN.parquet``. Cluster jobs run slices of the shards with
+   ``shard_index``/``num_shards``; a slice also sorts its shards' keys (phase 2).
+2. keys (per shard): the shard's document and paragraph keys, sorted (``dedup.write_sorted_keys``).
+3. dedup (per task, ``dedup_tasks`` of them, each a share of the key space): the positions of
+   every repeat of an earlier document or paragraph, in input order. Tasks run side by side,
+   or as a cluster array with ``dedup_task``.
+4. write (per shard): reads its decisions from the tasks' files and writes ``<lang>/part-NNNNN.parquet``.
 
 Every file is written under a temporary name and renamed when complete, so an interrupted run
-resumes from the finished shards. The work folder is removed when the whole stage succeeds.
+resumes from the finished shards and tasks. The work folder is removed when the whole stage succeeds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -38,7 +40,7 @@ from ..errors import UserError
 from ..manifest import is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .clean import CleanBatch, DocumentCleaner
-from .dedup import Deduplicator, ShardDuplicates
+from . import dedup
 from .filters import ParagraphFilter
 from .langid import LanguageIdentifier
 from .languages import resolve_languages
@@ -47,7 +49,7 @@ from .settings import CorpusSettings
 from .stats import Tally, write_stats
 
 WORK = "_work"
-DEDUP_CHUNK_DOCS = 65_536
+KINDS = ("documents", "paragraphs")  # the two key sets of deduplication
 WRITE_CHUNK_DOCS = 1_024
 CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
                           ("lang_score", pa.float32()), ("paragraph_keys", pa.list_(pa.uint64())),
@@ -82,6 +84,15 @@ class Layout:
 
     def clean_stats(self, shard: InputShard) -> Path:
         return self.work / "clean" / f"shard-{shard.index:05d}.json"
+
+    def keys(self, shard: InputShard, kind: str) -> Path:
+        return self.work / "keys" / f"shard-{shard.index:05d}.{kind}.npy"
+
+    def repeats(self, kind: str, task: int, tasks: int) -> Path:
+        return self.work / "dedup" / f"{tasks}-tasks" / f"{kind}-{task:05d}.npy"
+
+    def repeats_done(self, task: int, tasks: int) -> Path:
+        return self.work / "dedup" / f"{tasks}-tasks" / f"task-{task:05d}.json"
 
     def written(self, shard: InputShard) -> Path:
         return self.work / "written" / f"shard-{shard.index:05d}.json"
@@ -139,6 +150,7 @@ class CorpusStage:
         self.layout = Layout(self.out)
         self.progress = progress
         self.workers = settings.workers or available_cores()
+        self.dedup_tasks = settings.dedup_tasks or self.workers
         self.shards = discover_inputs(settings.inputs, settings.hf_dataset, settings.hf_config,
                                       settings.split, settings.streaming)
         lid = LanguageIdentifier(settings.lid_model)  # fails early on a missing model
@@ -150,32 +162,42 @@ class CorpusStage:
     # ------------------------------------------------------------------------- entry point
 
     def run(self, shard_index: int | None = None, num_shards: int = 1, merge_only: bool = False,
-            force: bool = False) -> int:
+            force: bool = False, dedup_task: int | None = None) -> int:
         """Returns the exit status: 0 when every shard succeeded, 1 when some failed."""
         started = time.time()
-        if not force and shard_index is None and is_complete(self.out, self.fingerprints, self.output_settings):
+        one_job = shard_index is not None or dedup_task is not None  # one job of a cluster array
+        if not force and not one_job and is_complete(self.out, self.fingerprints, self.output_settings):
             _log(f"corpus: {self.out} is up to date with these inputs and settings; nothing to do (--force redoes it)")
             return 0
-        self._prepare_work_folder(force, wipe_allowed=shard_index is None)
-        if merge_only:
+        self._prepare_work_folder(force, wipe_allowed=not one_job)
+        if merge_only or dedup_task is not None:
             missing = [s.name for s in self.shards if not self._clean_stats(s)]
             if missing:
-                raise StageError(f"--merge: {len(missing)} shard(s) not cleaned yet, e.g. {missing[0]}; "
-                                 "run their --shard-index jobs first")
+                raise StageError(f"{'--merge' if merge_only else '--dedup-task'}: {len(missing)} shard(s) not "
+                                 f"cleaned yet, e.g. {missing[0]}; run their --shard-index jobs first")
             failed = {}
         else:
             mine = [s for s in self.shards if shard_index is None or s.index % num_shards == shard_index]
             failed = self._clean_all([s for s in mine if not self._clean_stats(s)])
-        if shard_index is not None:
-            _log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
-                 "when all slices are done, run the same command with --merge")
-            return 1 if failed else 0
+            if shard_index is not None:
+                self._sort_keys([s for s in mine if self._clean_stats(s)])
+                _log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
+                     "when all slices are done, run the --dedup-task jobs, then the same command with --merge")
+                return 1 if failed else 0
         cleaned = {s.index: stats for s in self.shards if (stats := self._clean_stats(s))}
         done = [s for s in self.shards if s.index in cleaned]
+        if dedup_task is not None:
+            self._find_repeats(done, [dedup_task])
+            _log(f"corpus: dedup task {dedup_task} of {self.dedup_tasks} done; when all are done, run the same "
+                 "command with --merge")
+            return 0
         tally = Tally()
         for stats in cleaned.values():
             tally.update(Tally.from_json(stats["tally"]))
-        tally.update(self._write_all(done, self._deduplicate(done)))
+        if self.settings.dedup:
+            self._sort_keys(done)
+            self._find_repeats(done, range(self.dedup_tasks))
+        tally.update(self._write_all(done))
         languages, reasons = write_stats(self.out, tally, failed)
         if self.settings.export_text:
             self._export_text(done)
@@ -202,7 +224,7 @@ class CorpusStage:
                 _log("corpus: settings changed since the last run (or --force); redoing all shards")
             shutil.rmtree(self.layout.work, ignore_errors=True)
             self._remove_outputs()
-        for folder in ("clean", "written"):
+        for folder in ("clean", "keys", "dedup", "written"):
             (self.layout.work / folder).mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out / "settings.json", asdict(self.settings))
         if previous != current or force:
@@ -269,6 +291,8 @@ class CorpusStage:
             yield f"{shard.index:05d}", first, batch
 
     def _clean_shard(self, shard: InputShard, run) -> Iterator[CleanBatch]:
+        for kind in KINDS:  # sorted from an earlier clean of this shard
+            self.layout.keys(shard, kind).unlink(missing_ok=True)
         path = self.layout.clean(shard)
         tmp = path.with_name(path.name + ".tmp")
         tally = Tally()
@@ -287,42 +311,37 @@ class CorpusStage:
         write_json_atomic(self.layout.clean_stats(shard), {"input": shard.fingerprint(), "tally": tally.to_json()})
         os.replace(tmp, path)
 
-    # ------------------------------------------------------------------------- phase 2: dedup
+    # ------------------------------------------------------------------------- phases 2-4
 
-    def _deduplicate(self, shards: list[InputShard]) -> dict[int, ShardDuplicates]:
-        """Decisions for every shard, made in input order, ``DEDUP_CHUNK_DOCS`` documents at a time
-        (each check has a fixed cost per bucket of the key set, so small chunks are slow)."""
-        decisions: dict[int, ShardDuplicates] = {}
-        dedup = Deduplicator()
-        for shard in tqdm(shards, desc="corpus dedup", unit="shard", disable=None if self.progress and len(shards) > 1 else True):
-            parquet = pq.ParquetFile(self.layout.clean(shard))
-            parts = []
-            for table in parquet.iter_batches(DEDUP_CHUNK_DOCS, columns=["doc_hash", "paragraph_keys"]):
-                keys = table.column("paragraph_keys")
-                lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)
-                flat = pc.list_flatten(keys).to_numpy(zero_copy_only=False)
-                doc_hash = table.column("doc_hash").to_numpy()
-                if self.settings.dedup:
-                    parts.append(dedup.check_shard(doc_hash, flat, lengths))
-                else:
-                    parts.append(ShardDuplicates(np.zeros(len(doc_hash), bool), np.ones(len(flat), bool)))
-            decisions[shard.index] = ShardDuplicates(
-                np.concatenate([p.duplicate_docs for p in parts] or [np.zeros(0, bool)]),
-                np.concatenate([p.keep_paragraphs for p in parts] or [np.zeros(0, bool)]))
-        return decisions
+    def _in_parallel(self, work: Callable, jobs: list, desc: str, unit: str) -> list:
+        """``work`` over ``jobs`` in worker processes (in this one with one worker), in order."""
+        bar = dict(total=len(jobs), desc=desc, unit=unit, disable=None if self.progress and jobs else True)
+        if self.workers > 1 and len(jobs) > 1:
+            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(jobs)), _ignore_interrupts) as pool:
+                return list(tqdm(pool.imap(work, jobs), **bar))
+        return [work(job) for job in tqdm(jobs, **bar)]
 
-    # ------------------------------------------------------------------------- phase 3: write
+    def _sort_keys(self, shards: list[InputShard]) -> None:
+        if self.settings.dedup:
+            todo = [s for s in shards if not all(self.layout.keys(s, kind).is_file() for kind in KINDS)]
+            self._in_parallel(_sort_shard_keys, [(self.out, s) for s in todo], "corpus keys", "shard")
 
-    def _write_all(self, shards: list[InputShard], decisions: dict[int, ShardDuplicates]) -> Tally:
+    def _find_repeats(self, shards: list[InputShard], tasks: Iterable[int]) -> None:
+        """Runs the dedup tasks not yet done for these very shards."""
+        missing = [s.name for s in shards if not all(self.layout.keys(s, kind).is_file() for kind in KINDS)]
+        if missing:
+            raise StageError(f"--dedup-task: the keys of {len(missing)} shard(s) are not sorted yet, e.g. "
+                             f"{missing[0]}; run their --shard-index jobs first")
+        inputs = json.dumps([[s.index, self._clean_stats(s)["input"]] for s in shards])
+        jobs = [_DedupJob(self.out, shards, task, self.dedup_tasks, inputs) for task in tasks
+                if (_read_json(self.layout.repeats_done(task, self.dedup_tasks)) or {}).get("inputs") != inputs]
+        self._in_parallel(_find_repeats, jobs, "corpus dedup", "task")
+
+    def _write_all(self, shards: list[InputShard]) -> Tally:
+        tasks = self.dedup_tasks if self.settings.dedup else 0
         tally = Tally()
-        tasks = [(self.settings, self.layout.out, shard, decisions[shard.index]) for shard in shards]
-        if self.workers > 1 and len(tasks) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(tasks)), _ignore_interrupts) as pool:
-                results = list(tqdm(pool.imap(_write_shard, tasks), total=len(tasks), desc="corpus write",
-                                    unit="shard", disable=None if self.progress else True))
-        else:
-            results = [_write_shard(task) for task in tasks]
-        for result in results:
+        for result in self._in_parallel(_write_shard, [_WriteJob(self.settings, self.out, s, tasks) for s in shards],
+                                        "corpus write", "shard"):
             tally.update(result)
         return tally
 
@@ -353,17 +372,72 @@ class CorpusStage:
                          "finished shards are kept.")
         self.echo("\n".join(lines))
 
+@dataclass
+class ShardDuplicates:
+    duplicate_docs: np.ndarray  # bool per document
+    keep_paragraphs: np.ndarray  # bool per paragraph, documents' paragraphs concatenated
+
+
+@dataclass
+class _DedupJob:
+    out: Path
+    shards: list[InputShard]  # in input order
+    task: int
+    tasks: int
+    inputs: str  # the shards' fingerprints: finished work on other inputs is redone
+
+
+@dataclass
+class _WriteJob:
+    settings: CorpusSettings
+    out: Path
+    shard: InputShard
+    dedup_tasks: int  # 0: nothing is deduplicated
+
+
+def _sort_shard_keys(job: tuple[Path, InputShard]) -> None:
+    out, shard = job
+    layout = Layout(out)
+    table = pq.read_table(layout.clean(shard), columns=["doc_hash", "paragraph_keys"])
+    keys = {"documents": table.column("doc_hash").to_numpy(),
+            "paragraphs": pc.list_flatten(table.column("paragraph_keys")).to_numpy(zero_copy_only=False)}
+    del table
+    for kind in KINDS:
+        dedup.write_sorted_keys(layout.keys(shard, kind), keys[kind], shard.index)
+
+
+def _find_repeats(job: _DedupJob) -> None:
+    layout = Layout(job.out)
+    layout.repeats_done(job.task, job.tasks).parent.mkdir(parents=True, exist_ok=True)
+    for kind in KINDS:
+        found = dedup.find_repeats([layout.keys(shard, kind) for shard in job.shards], job.task, job.tasks)
+        dedup.write_repeats(layout.repeats(kind, job.task, job.tasks), found)
+    write_json_atomic(layout.repeats_done(job.task, job.tasks), {"inputs": job.inputs})
+
+
+def _decisions(layout: Layout, shard: InputShard, tasks: int) -> ShardDuplicates:
+    if not tasks:
+        table = pq.read_table(layout.clean(shard), columns=["paragraph_keys"])
+        paragraphs = int(pc.sum(pc.list_value_length(table.column("paragraph_keys"))).as_py() or 0)
+        return ShardDuplicates(np.zeros(table.num_rows, bool), np.ones(paragraphs, bool))
+    repeated = {kind: dedup.repeats_in_shard([layout.repeats(kind, task, tasks) for task in range(tasks)],
+                                             shard.index, len(np.load(layout.keys(shard, kind), mmap_mode="r")[0]))
+                for kind in KINDS}
+    return ShardDuplicates(repeated["documents"], ~repeated["paragraphs"])
+
+
 def _digest(decision: ShardDuplicates) -> str:
     digest = hashlib.sha1(np.packbits(decision.duplicate_docs).tobytes())
     digest.update(np.packbits(decision.keep_paragraphs).tobytes())
     return digest.hexdigest()
 
 
-def _write_shard(task: tuple[CorpusSettings, Path, InputShard, ShardDuplicates]) -> Tally:
+def _write_shard(job: _WriteJob) -> Tally:
     """Apply the dedup decisions to one cleaned shard and write its per-language parts.
     Skipped when the same decisions were already written."""
-    settings, out, shard, decision = task
+    settings, out, shard = job.settings, job.out, job.shard
     layout = Layout(out)
+    decision = _decisions(layout, shard, job.dedup_tasks)
     marker = _read_json(layout.written(shard))
     digest = _digest(decision)
     if marker and marker["digest"] == digest and all((out / f).is_file() for f in marker["files"]):

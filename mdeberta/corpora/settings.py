@@ -53,5 +53,7 @@ class CorpusSettings:
     export_text: bool = setting(False, "also write <lang>.txt in CC100 format", group="output")
     workers: int = setting(0, "worker processes (0: one per available core)", affects_output=False,
                            group="execution", metavar="N")
+    dedup_tasks: int = setting(0, "deduplication tasks, each holding one share of the keys (0: one per worker); "
+                               "more tasks, less memory each", affects_output=False, group="execution", metavar="N")
     batch_size: int = setting(256, "documents per batch sent to a worker", affects_output=False,
                               group="execution", metavar="DOCS")

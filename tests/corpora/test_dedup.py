@@ -1,32 +1,66 @@
 import numpy as np
+import pytest
 
+from mdeberta.corpora import dedup
 from mdeberta.corpora.charclass import paragraph_key
-from mdeberta.corpora.dedup import Deduplicator, KeySet, first_occurrences
 
 
-def test_keyset_holds_8_bytes_per_key_and_finds_members():
-    rng = np.random.default_rng(0)
-    keys = np.unique(rng.integers(0, 2**64, 100_000, dtype=np.uint64))
-    seen = KeySet()
-    assert not seen.add_new(keys[::2]).any()
-    present = seen.add_new(keys)
-    assert (present == (np.arange(len(keys)) % 2 == 0)).all()
-    assert len(seen) == len(keys) and seen.nbytes == 8 * len(keys)
+def first_occurrence_reference(shards: list[np.ndarray]) -> list[np.ndarray]:
+    """Per shard, True where a key repeats an earlier one in input order (a Python set)."""
+    seen, repeated = set(), []
+    for keys in shards:
+        flags = []
+        for key in keys.tolist():
+            flags.append(key in seen)
+            seen.add(key)
+        repeated.append(np.array(flags, bool))
+    return repeated
 
 
-def test_first_occurrence_wins_within_and_across_calls():
-    seen = KeySet()
-    assert first_occurrences(np.array([5, 3, 5, 7, 3], np.uint64), seen).tolist() == [True, True, False, True, False]
-    assert first_occurrences(np.array([7, 8, 8], np.uint64), seen).tolist() == [False, True, False]
+def shards_with_repeats(rng, sizes, pool=400):
+    """Keys drawn from a small pool, so values repeat within and across shards; a few keys sit
+    at the edges of the key space and of every task range, where an off-by-one would show."""
+    values = rng.integers(0, 2**64, pool, dtype=np.uint64)
+    edges = [0, 2**64 - 1, *(dedup.task_range(t, 4)[0] for t in range(1, 4)), dedup.task_range(1, 3)[0]]
+    values[:len(edges)] = np.array(edges, np.uint64)
+    return [values[rng.integers(0, pool, size)] for size in sizes]
 
 
-def test_duplicate_documents_drop_whole_and_do_not_shadow_paragraphs():
-    dedup = Deduplicator()
-    first = dedup.check_shard(np.array([1, 2], np.uint64), np.array([10, 11, 12], np.uint64), np.array([2, 1]))
-    assert first.duplicate_docs.tolist() == [False, False] and first.keep_paragraphs.all()
-    second = dedup.check_shard(np.array([1, 3], np.uint64), np.array([10, 11, 11, 13], np.uint64), np.array([2, 2]))
-    assert second.duplicate_docs.tolist() == [True, False]
-    assert second.keep_paragraphs.tolist() == [False, False, False, True]
+@pytest.mark.parametrize("tasks", [1, 2, 3, 4])
+@pytest.mark.parametrize("step_keys", [7, 1 << 20])
+def test_repeats_are_every_occurrence_after_the_first_in_input_order(tmp_path, tasks, step_keys):
+    shards = shards_with_repeats(np.random.default_rng(tasks), [500, 0, 300, 450])
+    files = [tmp_path / f"{index}.npy" for index in range(len(shards))]
+    for index, (path, keys) in enumerate(zip(files, shards)):
+        dedup.write_sorted_keys(path, keys, index)
+    repeat_files = []
+    for task in range(tasks):
+        found = dedup.find_repeats(files, task, tasks, step_keys=step_keys)
+        assert (found[1:] >= found[:-1]).all()  # sorted, for the write phase's binary search
+        repeat_files.append(tmp_path / f"repeats-{task}.npy")
+        dedup.write_repeats(repeat_files[-1], found)
+    for index, (keys, expected) in enumerate(zip(shards, first_occurrence_reference(shards))):
+        assert (dedup.repeats_in_shard(repeat_files, index, len(keys)) == expected).all()
+
+
+def test_sorted_keys_keep_row_order_among_equal_keys(tmp_path):
+    keys = np.array([9, 3, 9, 3, 3], np.uint64)
+    dedup.write_sorted_keys(tmp_path / "k.npy", keys, 5)
+    stored = np.load(tmp_path / "k.npy")
+    assert stored[0].tolist() == [3, 3, 3, 9, 9]
+    assert (stored[1] - (np.uint64(5) << np.uint64(dedup.ROW_BITS))).tolist() == [1, 3, 4, 0, 2]
+
+
+def test_task_ranges_cover_the_key_space_once():
+    for tasks in (1, 3, 64):
+        ranges = [dedup.task_range(t, tasks) for t in range(tasks)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == 2**64
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_positions_past_what_dedup_addresses_are_refused():
+    with pytest.raises(dedup.DedupError, match="split the input into smaller files"):
+        dedup.positions(1 << 24, 3)
 
 
 def test_paragraph_key_ignores_case_digits_punctuation_and_spacing():

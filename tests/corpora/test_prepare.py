@@ -113,12 +113,67 @@ def test_workers_and_cluster_slices_give_the_same_output(small_corpus, tmp_path)
     run([small_corpus], tmp_path / "pool", workers=2, batch_size=1)
     pd.testing.assert_frame_equal(read_output(tmp_path / "pool"), reference)
 
-    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1)
+    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1, dedup_tasks=3)
     for index in (1, 0, 2):  # slices finish in any order
         assert CorpusStage(settings, tmp_path / "sliced", progress=False).run(index, 3) == 0
+    for task in (2, 0):  # task 1 is left to the merge
+        assert CorpusStage(settings, tmp_path / "sliced", progress=False).run(dedup_task=task) == 0
     assert CorpusStage(settings, tmp_path / "sliced", progress=False).run(merge_only=True) == 0
     pd.testing.assert_frame_equal(read_output(tmp_path / "sliced"), reference)
     assert (tmp_path / "one" / "stats.csv").read_text() == (tmp_path / "sliced" / "stats.csv").read_text()
+
+
+def output_files(out):
+    """Every output file's bytes, but the manifest and settings (times, execution settings)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in ("manifest.json", "settings.json")}
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_any_number_of_dedup_tasks_and_a_resumed_dedup_write_the_same_files(small_corpus, tmp_path, monkeypatch):
+    from mdeberta.corpora import prepare
+
+    outputs = {}
+    for tasks in (1, 2, 4):
+        assert run([small_corpus], tmp_path / f"tasks-{tasks}", dedup_tasks=tasks)[1] == 0
+        outputs[tasks] = output_files(tmp_path / f"tasks-{tasks}")
+    assert outputs[1] == outputs[2] == outputs[4] and any("part-" in name for name in outputs[1])
+
+    ran, find_repeats = [], prepare._find_repeats
+
+    def killed_in_task_2(job):
+        ran.append(job.task)
+        if job.task == 2 and ran == [0, 1, 2]:
+            raise Killed  # a Ctrl-C or a killed job: finished tasks stay finished
+        return find_repeats(job)
+
+    monkeypatch.setattr(prepare, "_find_repeats", killed_in_task_2)
+    with pytest.raises(Killed):
+        run([small_corpus], tmp_path / "resumed", dedup_tasks=4)
+    assert not list((tmp_path / "resumed").glob("*/part-*.parquet"))
+    ran.clear()
+    assert run([small_corpus], tmp_path / "resumed", dedup_tasks=4)[1] == 0
+    assert ran == [2, 3]  # tasks 0 and 1 were not redone
+    assert output_files(tmp_path / "resumed") == outputs[1]
+
+
+def test_dedup_tasks_of_changed_inputs_are_redone(small_corpus, tmp_path):
+    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1, dedup_tasks=2)
+    out = tmp_path / "out"
+    for index in (0, 1):
+        CorpusStage(settings, out, progress=False).run(index, 2)
+    CorpusStage(settings, out, progress=False).run(dedup_task=0)
+    write_cc100(small_corpus / "a-new-first-file.txt", [[SENTENCES["en"][0] + " Again and again here."]])
+    # every shard index moves: the slices and the finished task no longer match these inputs
+    for index in (0, 1):
+        CorpusStage(settings, out, progress=False).run(index, 2)
+    assert CorpusStage(settings, out, progress=False).run(merge_only=True) == 0
+    reference = tmp_path / "reference"
+    run([small_corpus], reference, dedup_tasks=2)
+    assert output_files(out) == output_files(reference)
 
 
 def test_merge_refuses_missing_slices(small_corpus, tmp_path):
