@@ -1,6 +1,7 @@
 """Exact deduplication at growing sizes, through the corpus stage's own dedup code.
 
     python benchmarks/dedup_scale.py --keys 10M,100M,400M [--tasks P] [--duplicates 0.2] --json OUT
+    python benchmarks/dedup_scale.py --keys 1M,10M --datatrove-keys 1M,10M --json OUT   # against datatrove
 
 Generated keys: documents of 5 paragraphs; each paragraph key (and each document hash) repeats an
 earlier one with probability --duplicates, else is new. ``keys`` counts paragraph keys; the
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
@@ -98,6 +100,46 @@ def _lookup(folder: Path, shards: int, tasks: int, per_shard: int, out) -> None:
     out.put(time.perf_counter() - started)
 
 
+def _datatrove(folder: Path, keys: int, shards: int, share: float, tasks: int, out) -> None:
+    """Child process: datatrove's exact dedup (signature per shard, then the finder tasks) on the
+    same keys, each a document whose text is the key in decimal (datatrove hashes the content);
+    making the Document objects is not timed."""
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup import ExactDedupConfig, ExactDedupSignature, ExactFindDedups
+
+    def content(document: Document) -> bytes:  # its default hash, xxhash64, takes bytes
+        return document.text.encode()
+
+    config = ExactDedupConfig(content_getter=content)
+    signature = ExactDedupSignature(str(folder / "signatures"), config, finder_workers=tasks)
+    rng = np.random.default_rng(0)
+    paragraphs, documents = KeyStream(share, rng, 1), KeyStream(share, rng, 2)
+    per_shard = keys // shards // PARAGRAPHS_PER_DOC * PARAGRAPHS_PER_DOC
+    seconds = 0.0
+    for shard in range(shards):
+        values = np.concatenate([paragraphs.take(per_shard), documents.take(per_shard // PARAGRAPHS_PER_DOC)])
+        docs = [Document(text=str(value), id=str(row)) for row, value in enumerate(values.tolist())]
+        started = time.perf_counter()
+        signature.run(iter(docs), rank=shard)
+        seconds += time.perf_counter() - started
+    finder = ExactFindDedups(str(folder / "signatures"), str(folder / "duplicates"), config)
+    for task in range(tasks):
+        started = time.perf_counter()
+        finder.run(rank=task, world_size=tasks)
+        seconds += time.perf_counter() - started
+    out.put((seconds, per_shard * shards, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+
+
+def measure_datatrove(keys: int, tasks: int, shards: int, share: float, workdir: Path) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="dedup-datatrove-", dir=workdir))
+    try:
+        seconds, keys, peak = in_child(_datatrove, folder, keys, shards, share, tasks)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"contender": "datatrove", "keys": keys, "tasks": tasks, "seconds": round(seconds, 2),
+            "keys_per_s_per_core": round(keys / seconds), "peak_rss_bytes": peak}
+
+
 def _idle(out) -> None:
     out.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
@@ -107,10 +149,14 @@ def in_child(target, *args):
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not process.is_alive():
+                sys.exit(f"{target.__name__} failed with exit code {process.exitcode}")
     process.join()
-    if process.exitcode:
-        sys.exit(f"{target.__name__} failed with exit code {process.exitcode}")
     return result
 
 
@@ -127,7 +173,7 @@ def measure(keys: int, tasks: int, shards: int, share: float, workdir: Path, idl
         shutil.rmtree(folder, ignore_errors=True)
     seconds = sorting + finding + lookup
     held = keys * (1 + 1 / PARAGRAPHS_PER_DOC) / tasks
-    return {"keys": keys, "tasks": tasks, "seconds": round(seconds, 2), "keys_per_s_per_core": round(keys / seconds),
+    return {"contender": "mdeberta", "keys": keys, "tasks": tasks, "seconds": round(seconds, 2), "keys_per_s_per_core": round(keys / seconds),
             "peak_rss_bytes": peak, "bytes_per_key_held": round((peak - idle_rss) / held, 2),
             "steps_seconds": {"sort": round(sorting, 2), "find": round(finding, 2), "lookup": round(lookup, 2)},
             "repeat_share": round(repeats / (keys * (1 + 1 / PARAGRAPHS_PER_DOC)), 4)}
@@ -140,12 +186,16 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16, help="input shards the keys are spread over")
     parser.add_argument("--duplicates", type=float, default=0.2, help="share of keys that repeat an earlier one")
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where the key files go (16 bytes a key)")
+    parser.add_argument("--datatrove-keys", default="", help="sizes to run datatrove's exact dedup at too "
+                        "(its signatures are Python objects: keep them small)")
     parser.add_argument("--json", required=True, help="where the records go")
     args = parser.parse_args()
     idle_rss = in_child(_idle)
-    records = []
-    for keys in map(parse_count, args.keys.split(",")):
-        record = measure(keys, args.tasks, args.shards, args.duplicates, Path(args.workdir), idle_rss)
+    workdir, records = Path(args.workdir), []
+    runs = [(measure, keys, (idle_rss,)) for keys in map(parse_count, args.keys.split(","))]
+    runs += [(measure_datatrove, keys, ()) for keys in map(parse_count, filter(None, args.datatrove_keys.split(",")))]
+    for run, keys, extra in runs:
+        record = run(keys, args.tasks, args.shards, args.duplicates, workdir, *extra)
         print(json.dumps(record), flush=True)
         records.append(record)
     Path(args.json).write_text(json.dumps(records, indent=1) + "\n")

@@ -55,8 +55,25 @@ def write_sorted_keys(path: Path, keys: np.ndarray, shard_index: int) -> None:
     _save_atomic(path, np.stack([keys[order], positions(shard_index, len(keys))[order]]))
 
 
-def _load(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
+class _SortedRun:
+    """One shard's sorted keys on disk. Searched through a memory map (a few pages), read by plain
+    file reads: pages read through a map would stay in this process's resident memory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        mapped = np.load(path, mmap_mode="r")
+        self.keys, self.count, self.offset = mapped[0], mapped.shape[-1], mapped.offset
+
+    def where(self, lo: int, hi: int) -> tuple[int, int]:
+        """Where keys in [lo, hi) lie (hi may be 2^64, past every uint64)."""
+        start = int(np.searchsorted(self.keys, np.uint64(lo)))
+        end = self.count if hi >= KEY_SPACE else int(np.searchsorted(self.keys, np.uint64(hi)))
+        return start, end
+
+    def read(self, row: int, start: int, end: int) -> np.ndarray:
+        """Row 0 (keys) or 1 (positions), entries [start, end)."""
+        at = self.offset + (row * self.count + start) * 8
+        return np.fromfile(self.path, dtype=np.uint64, count=end - start, offset=at)
 
 
 def task_range(task: int, tasks: int) -> tuple[int, int]:
@@ -64,30 +81,23 @@ def task_range(task: int, tasks: int) -> tuple[int, int]:
     return task * KEY_SPACE // tasks, (task + 1) * KEY_SPACE // tasks
 
 
-def _slice(sorted_keys: np.ndarray, lo: int, hi: int) -> slice:
-    """Where keys in [lo, hi) lie in a sorted array (hi may be 2^64, past every uint64)."""
-    start = int(np.searchsorted(sorted_keys, np.uint64(lo)))
-    end = len(sorted_keys) if hi >= KEY_SPACE else int(np.searchsorted(sorted_keys, np.uint64(hi)))
-    return slice(start, end)
-
-
-def find_repeats(key_files: list[Path], task: int, tasks: int, step_keys: int = 1 << 24) -> np.ndarray:
+def find_repeats(key_files: list[Path], task: int, tasks: int, step_keys: int = 1 << 22) -> np.ndarray:
     """Sorted positions of the repeated keys in the task's range, over ``key_files`` (one per
     shard, in input order)."""
-    runs = [_load(path) for path in key_files]
+    runs = [_SortedRun(path) for path in key_files]
     lo, hi = task_range(task, tasks)
-    held = sum(len(run[0, _slice(run[0], lo, hi)]) for run in runs)
+    held = sum(end - start for start, end in (run.where(lo, hi) for run in runs))
     steps = max(1, -(-held // step_keys))
     found = []
     for step in range(steps):
         sub_lo, sub_hi = lo + (hi - lo) * step // steps, lo + (hi - lo) * (step + 1) // steps
-        slices = [(run, _slice(run[0], sub_lo, sub_hi)) for run in runs]
-        keys = np.concatenate([run[0, where] for run, where in slices] or [np.zeros(0, np.uint64)])
+        slices = [(run, *run.where(sub_lo, sub_hi)) for run in runs]
+        keys = np.concatenate([run.read(0, start, end) for run, start, end in slices] or [np.zeros(0, np.uint64)])
         order = np.argsort(keys, kind="stable")  # input order within each value
         keys = keys[order]
         repeat = np.flatnonzero(keys[1:] == keys[:-1]) + 1
         del keys
-        where = np.concatenate([run[1, where] for run, where in slices] or [np.zeros(0, np.uint64)])
+        where = np.concatenate([run.read(1, start, end) for run, start, end in slices] or [np.zeros(0, np.uint64)])
         found.append(where[order[repeat]])
         del where, order
     repeats = np.concatenate(found or [np.zeros(0, np.uint64)])
@@ -105,7 +115,7 @@ def repeats_in_shard(repeat_files: list[Path], shard_index: int, count: int) -> 
     lo, hi = np.uint64(shard_index << ROW_BITS), np.uint64((shard_index << ROW_BITS) + count)
     repeated = np.zeros(count, dtype=bool)
     for path in repeat_files:
-        found = _load(path)
+        found = np.load(path, mmap_mode="r")
         rows = found[np.searchsorted(found, lo):np.searchsorted(found, hi)] - lo
         repeated[rows.astype(np.int64)] = True
     return repeated

@@ -121,12 +121,23 @@ class Generator(DebertaV2ForMaskedLM):
 
 
 @dataclass
+class Corruption:
+    """The generator's half of a step: its loss, and what the discriminator is given."""
+    mlm_loss: torch.Tensor
+    corrupted: torch.Tensor
+    labels: torch.Tensor  # True where the corrupted token differs from the original
+    masked: torch.Tensor
+    generator_accuracy: torch.Tensor
+
+
+@dataclass
 class RTDOutput:
     """Losses and detached statistics. Counts stay tensors so that a training step never
     waits on the device; ``rtd_logits``/``rtd_labels`` (real tokens only) are for the AUC."""
     loss: torch.Tensor
     mlm_loss: torch.Tensor
     rtd_loss: torch.Tensor
+    weighted_rtd_loss: torch.Tensor
     masked: torch.Tensor
     replaced: torch.Tensor
     tokens: torch.Tensor
@@ -215,7 +226,9 @@ class RTDModel(nn.Module):
         return {f"deberta.embeddings.{name}.weight": getattr(embeddings, name).weight.detach().clone()
                 for name in SHARED_TABLES if getattr(embeddings, name) is not None}
 
-    def forward(self, input_ids, attention_mask, generator: torch.Generator | None = None) -> RTDOutput:
+    def generate(self, input_ids, attention_mask, generator: torch.Generator | None = None) -> Corruption:
+        """The generator's half: masks, L_MLM at the masked positions, and the corrupted input
+        (one sample per masked position, detached: the discriminator never trains the generator)."""
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_token_ids)
         masked = choose_masked_positions(maskable, self.mask_rate, generator)
         originals = input_ids[masked]
@@ -225,17 +238,35 @@ class RTDModel(nn.Module):
         sampled = sample_replacements(logits, self.temperature, generator, self.unsampled_token_ids)
         corrupted = input_ids.clone()
         corrupted[masked] = sampled
-        labels = corrupted != input_ids  # a correct guess counts as original
-        out = self.discriminator(corrupted, attention_mask, labels=labels)
+        with torch.no_grad():
+            generator_accuracy = (logits.argmax(-1) == originals).float().mean()
+        return Corruption(mlm_loss=mlm_loss, corrupted=corrupted, labels=corrupted != input_ids,  # a correct guess
+                          masked=masked.sum(), generator_accuracy=generator_accuracy)  # counts as original
+
+    def discriminate(self, corruption: Corruption, attention_mask) -> RTDOutput:
+        """The discriminator's half on the generator's corrupted input; ``loss`` is the joint
+        L_MLM + lambda L_RTD, ``weighted_rtd_loss`` the discriminator's own lambda L_RTD."""
+        labels = corruption.labels
+        out = self.discriminator(corruption.corrupted, attention_mask, labels=labels)
         real = attention_mask.bool()
         with torch.no_grad():
             rtd_logits, rtd_labels = out.logits[real].detach().float(), labels[real]
-            generator_accuracy = (logits.argmax(-1) == originals).float().mean()
             discriminator_accuracy = ((rtd_logits > 0) == rtd_labels).float().mean()
-        return RTDOutput(loss=mlm_loss + self.rtd_weight * out.loss, mlm_loss=mlm_loss, rtd_loss=out.loss,
-                         masked=masked.sum(), replaced=labels.sum(), tokens=real.sum(),
-                         generator_accuracy=generator_accuracy, discriminator_accuracy=discriminator_accuracy,
-                         rtd_logits=rtd_logits, rtd_labels=rtd_labels)
+        weighted = self.rtd_weight * out.loss
+        mlm_loss = corruption.mlm_loss
+        return RTDOutput(loss=mlm_loss + weighted, mlm_loss=mlm_loss, rtd_loss=out.loss, weighted_rtd_loss=weighted,
+                         masked=corruption.masked, replaced=labels.sum(), tokens=real.sum(),
+                         generator_accuracy=corruption.generator_accuracy,
+                         discriminator_accuracy=discriminator_accuracy, rtd_logits=rtd_logits, rtd_labels=rtd_labels)
+
+    def forward(self, input_ids, attention_mask, generator: torch.Generator | None = None) -> RTDOutput:
+        return self.discriminate(self.generate(input_ids, attention_mask, generator), attention_mask)
+
+    def halves(self) -> tuple[nn.Module, nn.Module]:
+        """The generator's and the discriminator's half as modules of their own, each holding only
+        its model's parameters (under GDES the discriminator's E_delta, not E_G): what decoupled
+        updates give an optimizer each, and DistributedDataParallel a wrapper each."""
+        return _Half(self, self.generator, "generate"), _Half(self, self.discriminator, "discriminate")
 
     def export_discriminator(self, path) -> None:
         """A plain deberta-v2 encoder folder with the merged embeddings: what fine-tuning starts
@@ -255,6 +286,18 @@ class RTDModel(nn.Module):
         wanted = plain.state_dict().keys()
         plain.load_state_dict({k: v for k, v in self.generator.state_dict().items() if k in wanted}, strict=True)
         _save_as(plain, path, "DebertaV2ForMaskedLM")
+
+
+class _Half(nn.Module):
+    """One model of the pair, whose forward is one half of ``RTDModel``'s."""
+
+    def __init__(self, rtd: RTDModel, model: nn.Module, method: str):
+        super().__init__()
+        self.model = model
+        self._run = getattr(rtd, method)  # a bound method: the pair itself is not registered
+
+    def forward(self, *inputs):
+        return self._run(*inputs)
 
 
 def _save_as(model: DebertaV2PreTrainedModel, path, architecture: str) -> None:

@@ -3,7 +3,8 @@
 ``<out>/checkpoints/step-N/``
     model.safetensors     the RTD model (generator, discriminator, E_delta under GDES)
     model.json            the two configs and the ids needed to rebuild it
-    training_state.pt     optimizer, scheduler, step, skipped steps, RNG states, number of processes
+    training_state.pt     optimizers and schedulers (one per update), step, skipped steps, RNG states,
+                          number of processes
     data_state.json       the data position (batch number, per-language cursors and epochs)
     settings.json         the run's effective settings
     tokenizer/            the tokenizer files, so the folder exports on its own
@@ -76,8 +77,9 @@ def checkpoint_fingerprint(checkpoint: Path) -> dict:
     return {"step": Path(checkpoint).name, "model.safetensors": file_stamp(_require(checkpoint, "model.safetensors"))}
 
 
-def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler, data_state: dict,
+def save_checkpoint(root: Path, step: int, model: RTDModel, updates, data_state: dict,
                     settings, tokenizer: Path, keep: int, skipped_steps: int = 0, world_size: int = 1) -> Path:
+    """``updates``: the run's optimizer steps (named, each with its optimizer and scheduler)."""
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -85,7 +87,8 @@ def save_checkpoint(root: Path, step: int, model: RTDModel, optimizer, scheduler
     safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
     write_json_atomic(tmp / "model.json", rtd_description(model))
     torch.save({"step": step, "skipped_steps": skipped_steps, "world_size": world_size,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()},
+                "optimizers": {update.name: update.optimizer.state_dict() for update in updates},
+                "schedulers": {update.name: update.scheduler.state_dict() for update in updates}, "rng": rng_states()},
                tmp / "training_state.pt")
     write_json_atomic(tmp / "data_state.json", data_state)
     write_json_atomic(tmp / "settings.json", asdict(settings))
@@ -121,12 +124,15 @@ def load_model(checkpoint: Path, attention: str = "auto") -> RTDModel:
     return model
 
 
-def load_training_state(checkpoint: Path, optimizer, scheduler) -> tuple[int, int, dict]:
-    """Restores optimizer, scheduler and RNG states; returns the step, the non-finite steps skipped
-    so far (0 where a checkpoint does not record them) and the data position."""
+def load_training_state(checkpoint: Path, updates) -> tuple[int, int, dict]:
+    """Restores each update's optimizer and scheduler, and the RNG states; returns the step, the
+    non-finite steps skipped so far (0 where a checkpoint does not record them) and the data position."""
     state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    if "optimizer" in state:  # written before decoupled updates: one joint update
+        state["optimizers"], state["schedulers"] = {"model": state["optimizer"]}, {"model": state["scheduler"]}
+    for update in updates:
+        update.optimizer.load_state_dict(state["optimizers"][update.name])
+        update.scheduler.load_state_dict(state["schedulers"][update.name])
     restore_rng_states(state["rng"])
     data_state = json.loads(_require(checkpoint, "data_state.json").read_text(encoding="utf-8"))
     return state["step"], state.get("skipped_steps", 0), data_state

@@ -13,6 +13,7 @@ from ..recipe import SettingsError, setting
 
 PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
+UPDATES = ("auto", "decoupled", "joint")
 
 
 
@@ -53,7 +54,14 @@ class PretrainSettings:
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm)", group="optimisation")
     adam_betas: list[float] = setting([0.9, 0.98], "AdamW betas", group="optimisation", metavar="B1,B2")
     adam_eps: float = setting(1e-6, "AdamW epsilon", group="optimisation", metavar="EPS")
-    grad_clip: float = setting(1.0, "gradient norm clipping (0: off)", group="optimisation", metavar="NORM")
+    update: str = setting("auto", "decoupled: the generator steps on L_MLM, then the discriminator on lambda "
+                          "L_RTD, each with its own clipping and AdamW (the paper's NES and GDES); joint: one step "
+                          "on L_MLM + lambda L_RTD (ES); auto: joint for es, decoupled otherwise", choices=UPDATES,
+                          group="optimisation")
+    generator_learning_rate: float = setting(0.0, "peak learning rate of the generator under decoupled updates "
+                                             "(0: learning_rate)", group="optimisation", metavar="LR")
+    grad_clip: float = setting(1.0, "gradient norm clipping, of each model on its own under decoupled updates "
+                               "(0: off)", group="optimisation", metavar="NORM")
     seed: int = setting(0, "seed of the initial weights, the data order, masking and sampling", group="optimisation")
 
     precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS,
@@ -86,9 +94,20 @@ class PretrainSettings:
             raise SettingsError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.temperature <= 0:
             raise SettingsError(f"temperature must be > 0, got {self.temperature}")
+        if self.update == "decoupled" and self.sharing == "es":
+            raise SettingsError("sharing es (one embedding table for both models) trains with update joint: "
+                                "decoupled updates would step the shared table twice")
+        if self.generator_learning_rate and not self.decoupled:
+            raise SettingsError("generator_learning_rate applies to decoupled updates; set update = decoupled or "
+                                "leave it at 0")
         try:
             self.adam_betas = [float(beta) for beta in self.adam_betas]
         except ValueError:
             self.adam_betas = []
         if len(self.adam_betas) != 2:
             raise SettingsError(f"adam_betas takes two numbers such as 0.9,0.98, got {self.adam_betas}")
+
+    @property
+    def decoupled(self) -> bool:
+        """Two updates a step, the generator's then the discriminator's."""
+        return self.update == "decoupled" or self.update == "auto" and self.sharing != "es"

@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-TRAIN, VALID = 0, 1  # separate seed streams
+TRAIN, VALID, DISCRIMINATOR = 0, 1, 2  # separate seed streams (the last: decoupled updates' second half)
 
 
 def micro_batch_seed(seed: int, split: int, *position: int) -> int:
@@ -97,15 +98,29 @@ def compile_layers(model: RTDModel) -> None:
             layer.compile(options=options)
 
 
+# What a checkpoint written before a setting existed trained with.
+SETTINGS_BEFORE_THEY_WERE_SAVED = {"update": "joint", "generator_learning_rate": 0.0}
+
+
 def check_resumable(checkpoint: Path, settings: PretrainSettings) -> None:
     """A checkpoint continues only the run it came from."""
-    saved = saved_settings(checkpoint)
+    saved = {**SETTINGS_BEFORE_THEY_WERE_SAVED, **saved_settings(checkpoint)}
     current = output_settings(settings)
     changed = [name for name, value in current.items()
                if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value]
     if changed:
         details = ", ".join(f"{name}: {saved[name]} -> {current[name]}" for name in changed)
         raise ChangedSettingsError(checkpoint, details)
+
+
+@dataclass
+class _Update:
+    """One optimizer step a training step makes: over the whole pair (joint), or over one model
+    of it (decoupled), with its own clipping, AdamW state and schedule."""
+    name: str
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 class _Interval:
@@ -192,13 +207,27 @@ class Pretrainer:
                  f"micro_batch_size {settings.micro_batch_size}); masks differ from a run with micro-batches of "
                  f"{settings.micro_batch_size}")
         self.model = build_model(settings, self.inventory).to(world.device)
-        self.optimizer = adamw(self.model, settings.learning_rate, settings.weight_decay, world.device,
-                               settings.adam_betas, settings.adam_eps)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, settings.warmup_steps, settings.max_steps)
+        self.updates = self._updates()
         self.skipped_steps = 0  # non-finite steps skipped so far (on_nonfinite = "skip")
         self.stop_signal: int | None = None
 
     # ---------------------------------------------------------------- setup
+    def _updates(self) -> list[_Update]:
+        settings = self.settings
+        if settings.decoupled:
+            generator, discriminator = self.model.halves()
+            parts = [("generator", generator, settings.generator_learning_rate or settings.learning_rate),
+                     ("discriminator", discriminator, settings.learning_rate)]
+        else:
+            parts = [("model", self.model, settings.learning_rate)]
+        updates = []
+        for name, module, lr in parts:
+            optimizer = adamw(module, lr, settings.weight_decay, self.world.device, settings.adam_betas,
+                              settings.adam_eps)
+            scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
+            updates.append(_Update(name, module, optimizer, scheduler))
+        return updates
+
     def _restore(self) -> int:
         """The step to continue from; a finished run's weights are not even loaded."""
         found = checkpoints(self.out / "checkpoints")
@@ -209,7 +238,7 @@ class Pretrainer:
         if step >= self.settings.max_steps:
             return step
         self.model.load_state_dict(load_model(checkpoint, self.settings.attention).state_dict())
-        step, self.skipped_steps, data_state = load_training_state(checkpoint, self.optimizer, self.scheduler)
+        step, self.skipped_steps, data_state = load_training_state(checkpoint, self.updates)
         self.data.load_state_dict(data_state)
         if self.world.is_main:
             _log(f"pretrain: resuming from {checkpoint} (step {step})")
@@ -235,25 +264,30 @@ class Pretrainer:
         if step >= self.settings.max_steps:
             _log(f"pretrain: already trained to step {step} (max_steps {self.settings.max_steps})")
             return 0
-        model = self.model
         if self.settings.compile:
-            compile_layers(model)
-        if self.world.distributed:
-            model = DistributedDataParallel(model, device_ids=[self.world.device] if self.world.device.type == "cuda"
-                                            else None)
+            compile_layers(self.model)
+        # what runs each update's forward: under torchrun, a DDP wrapper per update, so that each
+        # backward all-reduces its own model's gradients once
+        runners = {update.name: self._distributed(update.module) for update in self.updates}
         if self.world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.out / "metrics.jsonl", step) if self.world.is_main else None
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
-            return self._loop(model, step, log)
+            return self._loop(runners, step, log)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             if log is not None:
                 log.close()
 
-    def _loop(self, model, step: int, log: MetricsLog | None) -> int:
+    def _distributed(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.world.distributed:
+            return module
+        return DistributedDataParallel(module, device_ids=[self.world.device] if self.world.device.type == "cuda"
+                                       else None)
+
+    def _loop(self, runners: dict, step: int, log: MetricsLog | None) -> int:
         settings, world = self.settings, self.world
         interval = _Interval(world.device)
         bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress, dynamic_ncols=True)
@@ -262,15 +296,15 @@ class Pretrainer:
         stop = False
         while step < settings.max_steps:
             batch = self.data.next_batch(settings.batch_size, world.rank, world.size)
-            grad_norm, lr = self._step(model, step, batch, interval)
+            norms, rates = self._step(runners, step, batch, interval)
             step += 1
-            if not torch.isfinite(grad_norm):
+            if not all(torch.isfinite(norm) for norm in norms.values()):
                 if settings.on_nonfinite == "stop":
-                    raise self._nonfinite_error(step, grad_norm)
+                    raise self._nonfinite_error(step, norms)
                 self.skipped_steps += 1
             bar.update(1)
             if self._due(step, settings.log_every):
-                record = self._log_record(step, interval, grad_norm, lr, flops)
+                record = self._log_record(step, interval, norms, rates, flops)
                 interval.reset()
                 if log is not None:
                     log.write(record)
@@ -302,46 +336,75 @@ class Pretrainer:
         """Every ``every`` steps (0: never) and at the last step."""
         return bool(every) and step % every == 0 or step == self.settings.max_steps
 
-    def _step(self, model, step: int, batch: torch.Tensor, interval: _Interval):
-        """One optimizer step over this rank's slice; returns the gradient norm and the learning
-        rate the step used."""
-        micro_batches = batch.split(self.micro)
-        for index, micro in enumerate(micro_batches):
-            first = self.world.rank * self.per_rank + index * self.micro
-            torch.manual_seed(micro_batch_seed(self.settings.seed, TRAIN, step, first))
-            ids = micro.to(self.world.device, non_blocking=True)
-            syncing = index == len(micro_batches) - 1 or not self.world.distributed
-            with contextlib.nullcontext() if syncing else model.no_sync():
-                with self.world.autocast():
-                    out = model(ids, torch.ones_like(ids))
-                (out.loss / len(micro_batches)).backward()
+    def _step(self, runners: dict, step: int, batch: torch.Tensor, interval: _Interval):
+        """One training step over this rank's slice: joint, one update on L_MLM + lambda L_RTD;
+        decoupled, the generator's update on L_MLM over every micro-batch, then the discriminator's
+        on lambda L_RTD over the corrupted micro-batches the generator made before its update.
+        Returns each update's gradient norm and learning rate."""
+        ids = [micro.to(self.world.device, non_blocking=True) for micro in batch.split(self.micro)]
+        norms, rates = {}, {}
+        if not self.settings.decoupled:
+            outputs = self._backward(runners["model"], step, TRAIN, [(x, torch.ones_like(x)) for x in ids],
+                                     lambda out: out.loss)
+        else:
+            corruptions = self._backward(runners["generator"], step, TRAIN, [(x, torch.ones_like(x)) for x in ids],
+                                         lambda out: out.mlm_loss)
+            norms["generator"], rates["generator"] = self._apply(self.updates[0])
+            outputs = self._backward(runners["discriminator"], step, DISCRIMINATOR,
+                                     [(corruption, torch.ones_like(x)) for corruption, x in zip(corruptions, ids)],
+                                     lambda out: out.weighted_rtd_loss)
+        last = self.updates[-1]
+        norms[last.name], rates[last.name] = self._apply(last)
+        for out in outputs:
             interval.add(out)
-        clip = self.settings.grad_clip if self.settings.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        finite = bool(torch.isfinite(grad_norm))
-        if finite:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        interval.end_step(finite)
-        return grad_norm, lr
+        interval.end_step(all(bool(torch.isfinite(norm)) for norm in norms.values()))
+        return norms, rates
 
-    def _nonfinite_error(self, step: int, grad_norm: torch.Tensor) -> NonFiniteLossError:
+    def _backward(self, runner, step: int, stream: int, inputs: list[tuple], loss) -> list:
+        """Forward and backward of each micro-batch, the gradient averaged over them; under DDP
+        the last backward all-reduces. Each micro-batch's randomness is seeded by its position."""
+        outputs = []
+        for index, arguments in enumerate(inputs):
+            first = self.world.rank * self.per_rank + index * self.micro
+            torch.manual_seed(micro_batch_seed(self.settings.seed, stream, step, first))
+            syncing = index == len(inputs) - 1 or not self.world.distributed
+            with contextlib.nullcontext() if syncing else runner.no_sync():
+                with self.world.autocast():
+                    out = runner(*arguments)
+                (loss(out) / len(inputs)).backward()
+            outputs.append(out)
+        return outputs
+
+    def _apply(self, update: _Update) -> tuple[torch.Tensor, float]:
+        """Clips the update's gradient and steps its optimizer, unless the gradient is not finite;
+        returns the gradient norm and the learning rate used."""
+        clip = self.settings.grad_clip if self.settings.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(update.module.parameters(), clip)
+        if torch.isfinite(norm):
+            update.optimizer.step()
+        update.optimizer.zero_grad(set_to_none=True)
+        lr = update.scheduler.get_last_lr()[0]
+        update.scheduler.step()
+        return norm, lr
+
+    def _nonfinite_error(self, step: int, norms: dict) -> NonFiniteLossError:
         latest = latest_checkpoint(self.out / "checkpoints")
         kept = f"the last checkpoint, {latest.name}, is intact" if latest else "no checkpoint was written yet"
+        shown = ", ".join(f"{_norm_key(name).replace('_', ' ')} {norm.item()}" for name, norm in norms.items())
         return NonFiniteLossError(
-            f"step {step}: the loss or gradient is not finite (grad norm {grad_norm.item()}); {kept}. Lower the "
+            f"step {step}: the loss or gradient is not finite ({shown}); {kept}. Lower the "
             "learning rate or raise warmup_steps, or set on_nonfinite = 'skip' to skip such steps")
 
     # ---------------------------------------------------------------- reporting
-    def _log_record(self, step, interval: _Interval, grad_norm, lr: float, flops: float) -> dict:
+    def _log_record(self, step, interval: _Interval, norms: dict, rates: dict, flops: float) -> dict:
         tokens = interval.steps * self.settings.batch_size * self.settings.max_seq_length
         last = interval.last
-        record = {"step": step, "lr": lr, **interval.summary(self.world),
+        record = {"step": step, "lr": rates[self.updates[-1].name], **interval.summary(self.world),
                   "rtd_auc": roc_auc(last.rtd_logits, last.rtd_labels) if last is not None else math.nan,
-                  "grad_norm": float(grad_norm), "tokens_per_s": tokens / interval.training_seconds(),
-                  "skipped_steps": self.skipped_steps}
+                  **{_norm_key(name): float(norm) for name, norm in norms.items()},
+                  "tokens_per_s": tokens / interval.training_seconds(), "skipped_steps": self.skipped_steps}
+        if "generator" in rates:
+            record["generator_lr"] = rates["generator"]
         peak = peak_flops(self.world.device)
         if peak is not None:
             record["mfu"] = flops * record["tokens_per_s"] / (peak * self.world.size)
@@ -376,10 +439,15 @@ class Pretrainer:
 
     def _save(self, step: int) -> None:
         if self.world.is_main:
-            save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler,
+            save_checkpoint(self.out / "checkpoints", step, self.model, self.updates,
                             self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints,
                             self.skipped_steps, self.world.size)
         self.world.wait_for_main()
+
+
+def _norm_key(update: str) -> str:
+    """metrics.jsonl's name of an update's gradient norm: grad_norm for the joint update."""
+    return "grad_norm" if update == "model" else f"{update}_grad_norm"
 
 
 def _format_record(record: dict) -> str:
@@ -394,6 +462,8 @@ def _format_record(record: dict) -> str:
              f"rtd {value('rtd_loss'):.4f} acc {value('rtd_accuracy'):.3f} auc {value('rtd_auc'):.3f}",
              f"replaced {value('replaced_fraction'):.1%}"]
     if not prefix:
-        parts += [f"lr {record['lr']:.2e}", f"grad {record['grad_norm']:.3g}", f"{record['tokens_per_s']:,.0f} tok/s"]
+        grads = (f"grad {record['grad_norm']:.3g}" if "grad_norm" in record else
+                 f"grad g {record['generator_grad_norm']:.3g} d {record['discriminator_grad_norm']:.3g}")
+        parts += [f"lr {record['lr']:.2e}", grads, f"{record['tokens_per_s']:,.0f} tok/s"]
         parts += [f"mfu {record['mfu']:.1%}"] if "mfu" in record else []
     return " | ".join(parts)

@@ -86,7 +86,8 @@ def test_a_few_steps_give_finite_losses_and_a_checkpoint(tokens, tokenizer, tmp_
     assert [r["step"] for r in train_records] == [1, 2, 3, 4]
     assert [r["step"] for r in valid_records] == [2, 4]
     for record in train_records:
-        assert all(math.isfinite(record[key]) for key in ("loss", "mlm_loss", "rtd_loss", "grad_norm"))
+        assert all(math.isfinite(record[key]) for key in ("loss", "mlm_loss", "rtd_loss", "generator_grad_norm",
+                                                          "discriminator_grad_norm"))  # gdes: decoupled updates
         assert 0 < record["masked_fraction"] < 0.2 and record["replaced_fraction"] <= record["masked_fraction"]
         assert record["tokens_per_s"] > 0
     # transformers' schedule: warm-up from 0 over 2 steps, then linear decay to 0 at step 4.
@@ -99,21 +100,84 @@ def test_a_few_steps_give_finite_losses_and_a_checkpoint(tokens, tokenizer, tmp_
     assert len(records(tmp_path)) == 6
 
 
-def test_stopping_and_resuming_gives_the_same_parameters(tokens, tokenizer, tmp_path, monkeypatch):
-    train(tokens, tokenizer, tmp_path / "straight", max_steps=6)
+@pytest.mark.parametrize("update", ["decoupled", "joint"])
+def test_stopping_and_resuming_gives_the_same_parameters(tokens, tokenizer, tmp_path, monkeypatch, update):
+    train(tokens, tokenizer, tmp_path / "straight", max_steps=6, update=update)
     with monkeypatch.context() as patch:
         signal_after(patch, 3)
-        assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6) == 143
+        assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6, update=update) == 143
     assert latest_checkpoint(tmp_path / "resumed/checkpoints").name == "step-3"
     with (tmp_path / "resumed/metrics.jsonl").open("a") as metrics:
         metrics.write('{"step": 4, "lo')  # a record cut short by the kill
-    assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6) == 0
+    assert train(tokens, tokenizer, tmp_path / "resumed", max_steps=6, update=update) == 0
     straight, resumed = weights(tmp_path / "straight/checkpoints/step-6"), weights(tmp_path / "resumed/checkpoints/step-6")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert [r["step"] for r in records(tmp_path / "resumed") if "loss" in r] == [1, 2, 3, 4, 5, 6]
     data = json.loads((tmp_path / "resumed/checkpoints/step-6/data_state.json").read_text())
     assert data["batches"] == 6
+
+
+def generator_weights(out: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in weights(latest_checkpoint(out / "checkpoints")).items() if k.startswith("generator.")}
+
+
+def test_decoupled_updates_train_the_generator_on_its_loss_alone(tokens, tokenizer, tmp_path, monkeypatch):
+    """Under GDES with decoupled updates the generator's weights after 3 steps do not depend on
+    lambda, and the discriminator's update leaves E_G as it was; under joint updates (one loss, one
+    clip) they depend on lambda."""
+    apply = Pretrainer._apply
+    checked = []
+
+    def discriminator_leaves_e_g(self, update):
+        table = self.model.generator.deberta.embeddings.word_embeddings.weight
+        before = table.detach().clone()
+        result = apply(self, update)
+        if update.name == "discriminator":
+            checked.append(torch.equal(table, before))
+        return result
+
+    monkeypatch.setattr(Pretrainer, "_apply", discriminator_leaves_e_g)
+    generators = {}
+    for update in ("decoupled", "joint"):
+        for rtd_weight in (50.0, 5.0):
+            out = tmp_path / f"{update}-{rtd_weight}"
+            assert train(tokens, tokenizer, out, max_steps=3, update=update, rtd_weight=rtd_weight) == 0
+            generators[update, rtd_weight] = generator_weights(out)
+    assert checked == [True] * 6
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(generators["decoupled", 50.0], generators["decoupled", 5.0])
+    assert not same(generators["joint", 50.0], generators["joint", 5.0])
+
+
+def test_update_settings_that_do_not_fit_are_refused():
+    with pytest.raises(SettingsError, match="sharing es .* trains with update joint"):
+        replace(SETTINGS, sharing="es", update="decoupled")
+    with pytest.raises(SettingsError, match="generator_learning_rate applies to decoupled updates"):
+        replace(SETTINGS, update="joint", generator_learning_rate=1e-4)
+    assert replace(SETTINGS, sharing="es").decoupled is False and SETTINGS.decoupled is True
+
+
+def test_a_generator_learning_rate_of_its_own(tokens, tokenizer, tmp_path):
+    assert train(tokens, tokenizer, tmp_path, max_steps=3, generator_learning_rate=2e-3) == 0
+    logged = [r for r in records(tmp_path) if "loss" in r]
+    assert [r["generator_lr"] for r in logged] == pytest.approx([0.0, 1e-3, 2e-3])
+    assert [r["lr"] for r in logged] == pytest.approx([0.0, 5e-4, 1e-3])
+
+
+def test_a_checkpoint_from_before_decoupled_updates_resumes_only_as_joint(tokens, tokenizer, tmp_path):
+    """Written with one 'optimizer' and no 'update' setting: it continues joint, and refuses decoupled."""
+    train(tokens, tokenizer, tmp_path, max_steps=1, update="joint")
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    state["optimizer"], state["scheduler"] = state.pop("optimizers")["model"], state.pop("schedulers")["model"]
+    torch.save(state, checkpoint / "training_state.pt")
+    saved = json.loads((checkpoint / "settings.json").read_text())
+    del saved["update"], saved["generator_learning_rate"]
+    (checkpoint / "settings.json").write_text(json.dumps(saved))
+    with pytest.raises(SettingsError, match="update: joint -> auto"):
+        train(tokens, tokenizer, tmp_path, max_steps=2)
+    assert train(tokens, tokenizer, tmp_path, max_steps=2, update="joint") == 0
 
 
 def test_changed_settings_are_not_resumed(tokens, tokenizer, tmp_path):
@@ -333,10 +397,12 @@ def test_analyze_refuses_a_tokens_folder_without_streams(tokens, tokenizer, tmp_
     assert "typo: no tokens.json" in error and error.count("\n") == 1
 
 
-def test_two_processes_under_torchrun_match_one(tokens, tokenizer, corpus_dir, tmp_path):
+@pytest.mark.parametrize("update", ["decoupled", "joint"])
+def test_two_processes_under_torchrun_match_one(tokens, tokenizer, corpus_dir, tmp_path, update):
     """gloo on CPU, same global batch (4 = 2 processes x 1 micro-batch of 2, against 2 micro-batches
     in one process): the same sequences and masks, gradients averaged in another order."""
     common = ["pretrain", "run", "--corpus", str(corpus_dir), "--tokenizer", str(tokenizer), "--size", "tiny",
+              "--update", update,
               "--batch-size", "4", "--micro-batch-size", "2", "--max-seq-length", "32", "--max-steps", "3",
               "--warmup-steps", "2", "--learning-rate", "1e-3", "--eval-every", "0", "--validation-fraction", "0.2",
               "--tokenize-workers", "1", "--no-progress"]
