@@ -20,6 +20,9 @@ Contenders, all built from the same configs with the same seed, in train mode (d
   work the transformers-built generator does not do).
 - ``ours-no-emd``: ours without the Enhanced Mask Decoder, the exact computation of the
   transformers-built step.
+- ``ours-decoupled``: ours with the decoupled update pretraining makes under NES and GDES: the
+  generator's backward of L_MLM and its AdamW step, then the discriminator's forward on the
+  corrupted batch, backward of 50 L_RTD and its AdamW step (two optimizers, each over its model).
 
 Before timing, the transformers-built steps are loaded with the weights of ``ours-no-emd``
 (GDES delta made non-zero) and must give the same losses on the same batch and masking/sampling
@@ -50,7 +53,7 @@ from mdeberta.model.rtd import choose_masked_positions, sample_replacements
 from mdeberta.optim import adamw
 from mdeberta.pretrain.metrics import peak_flops, training_flops_per_token
 
-CONTENDERS = ("transformers", "transformers-masked-head", "ours", "ours-no-emd")
+CONTENDERS = ("transformers", "transformers-masked-head", "ours", "ours-no-emd", "ours-decoupled")
 SPECIAL_TOKEN_IDS = (0, 1, 2)  # [PAD], [CLS], [SEP]
 MASK_RATE, RTD_WEIGHT = 0.15, 50.0
 
@@ -148,7 +151,7 @@ def build(contender: str, size: str, vocab_size: int, **overrides) -> nn.Module:
                                masked_head=contender == "transformers-masked-head")
     return RTDModel(discriminator_config, generator_config, mask_token_id=mask_token_id, sharing="gdes",
                     rtd_weight=RTD_WEIGHT, mask_rate=MASK_RATE, special_token_ids=SPECIAL_TOKEN_IDS,
-                    enhanced_mask_decoder=contender == "ours")
+                    enhanced_mask_decoder=contender in ("ours", "ours-decoupled"))
 
 
 def batch(rows: int, length: int, vocab_size: int, device: str):
@@ -165,18 +168,39 @@ class Trainer:
     def __init__(self, contender: str, args, batch):
         self.batch = batch
         self.model = build(contender, args.size, args.vocab_size).to(args.device).train()
-        # Fused on every device, the same for every contender.
-        self.optimizer = adamw(self.model, 1e-4, 0.01, torch.device(args.device), betas=(0.9, 0.98), eps=1e-6,
-                               fused=True)
+        # Fused on every device, the same for every contender; one per model for the decoupled update.
+        parts = self.model.halves() if contender == "ours-decoupled" else (self.model,)
+        self.optimizers = [adamw(part, 1e-4, 0.01, torch.device(args.device), betas=(0.9, 0.98), eps=1e-6,
+                                 fused=True) for part in parts]
         self.rng = torch.Generator(device=args.device).manual_seed(2)
         self.device, self.bf16 = args.device, args.dtype == "bf16"
+        self.step = self.decoupled_step if contender == "ours-decoupled" else self.joint_step
 
-    def step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+    def autocast(self):
+        return torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def joint_step(self) -> None:
+        self.zero_grad()
+        with self.autocast():
             loss = self.model(*self.batch, generator=self.rng).loss
         loss.backward()
-        self.optimizer.step()
+        self.optimizers[0].step()
+
+    def decoupled_step(self) -> None:
+        self.zero_grad()
+        ids, mask = self.batch
+        with self.autocast():
+            corruption = self.model.generate(ids, mask, generator=self.rng)
+        corruption.mlm_loss.backward()
+        self.optimizers[0].step()
+        with self.autocast():
+            out = self.model.discriminate(corruption, mask)
+        out.weighted_rtd_loss.backward()
+        self.optimizers[1].step()
 
 
 def check_parity(args, ids, mask) -> float:
@@ -209,7 +233,7 @@ def measure_memory(args) -> None:
     """Child process: memory of a steady-state step (the second), above model, optimizer state and batch."""
     trainer = Trainer(args.child_memory, args, batch(args.batch, args.length, args.vocab_size, args.device))
     trainer.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.zero_grad()
     release_freed_memory()
     step_bytes, total_bytes = peak_step_bytes(trainer.step, args.device)
     print(json.dumps({"peak_step_bytes": step_bytes, "peak_total_bytes": total_bytes}))

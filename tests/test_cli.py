@@ -27,6 +27,9 @@ def test_module_entry_point():
     ([str(SAMPLE), "--lid-model", "nowhere/lid.176.bin"], "--lid-model: file not found: nowhere/lid.176.bin"),
     ([str(SAMPLE), "--lid-thresholds", "sw"], "'lid_thresholds' takes KEY=NUMBER pairs"),
     ([str(SAMPLE), "--shard-index", "3", "--num-shards", "2"], "--shard-index must be in 0..1"),
+    ([str(SAMPLE), "--dedup-task", "0"], "--dedup-task needs --dedup-tasks"),
+    ([str(SAMPLE), "--dedup-task", "4", "--dedup-tasks", "4"], "--dedup-task must be in 0..3"),
+    ([str(SAMPLE), "--dedup-task", "0", "--dedup-tasks", "4"], "--dedup-task: 15 shard(s) not cleaned yet"),
     ([str(SAMPLE), "--recipe", "nowhere.toml"], "recipe not found: nowhere.toml"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):

@@ -180,7 +180,8 @@ class CorpusStage:
             mine = [s for s in self.shards if shard_index is None or s.index % num_shards == shard_index]
             failed = self._clean_all([s for s in mine if not self._clean_stats(s)])
             if shard_index is not None:
-                self._sort_keys([s for s in mine if self._clean_stats(s)])
+                if self.settings.dedup:
+                    self._sort_keys([s for s in mine if self._clean_stats(s)])
                 _log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
                      "when all slices are done, run the --dedup-task jobs, then the same command with --merge")
                 return 1 if failed else 0
@@ -322,13 +323,15 @@ class CorpusStage:
         return [work(job) for job in tqdm(jobs, **bar)]
 
     def _sort_keys(self, shards: list[InputShard]) -> None:
-        if self.settings.dedup:
-            todo = [s for s in shards if not all(self.layout.keys(s, kind).is_file() for kind in KINDS)]
-            self._in_parallel(_sort_shard_keys, [(self.out, s) for s in todo], "corpus keys", "shard")
+        todo = [s for s in shards if not self._keys_sorted(s)]
+        self._in_parallel(_sort_shard_keys, [(self.out, s) for s in todo], "corpus keys", "shard")
+
+    def _keys_sorted(self, shard: InputShard) -> bool:
+        return all(self.layout.keys(shard, kind).is_file() for kind in KINDS)
 
     def _find_repeats(self, shards: list[InputShard], tasks: Iterable[int]) -> None:
         """Runs the dedup tasks not yet done for these very shards."""
-        missing = [s.name for s in shards if not all(self.layout.keys(s, kind).is_file() for kind in KINDS)]
+        missing = [s.name for s in shards if not self._keys_sorted(s)]
         if missing:
             raise StageError(f"--dedup-task: the keys of {len(missing)} shard(s) are not sorted yet, e.g. "
                              f"{missing[0]}; run their --shard-index jobs first")
