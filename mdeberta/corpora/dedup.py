@@ -3,13 +3,13 @@ in input order (shard, then row) is kept, every later one is a repeat.
 
 Three steps, each parallel and resumable, none holding the whole corpus's keys in one process:
 
-1. ``write_sorted_keys``, per cleaned shard: its keys sorted (stably, so equal keys stay in row
-   order), each beside its position ``shard << 40 | row``. n log n in the shard's size.
+1. ``write_sorted_keys``, per cleaned shard: its keys sorted, each beside its position
+   ``shard << 40 | row``. n log n in the shard's size.
 2. ``find_repeats``, per task t of P: the keys of the t-th of P equal ranges of the 64-bit key
    space, from every shard, in sub-ranges of at most ``step_keys`` keys (hashes are uniform, so
    the sub-ranges are even). A sub-range is one contiguous slice of each shard's sorted keys;
-   the slices, joined in input order and sorted stably by key, put each value's first occurrence
-   first. The task writes the positions of the repeats, sorted. Memory: a sub-range's working
+   the slices, joined and sorted by key, group each value's occurrences, and all but the one of
+   smallest position are repeats. The task writes the positions of the repeats, sorted. Memory: a sub-range's working
    set (fixed) plus 8 bytes per repeat; time n log n over the task's keys.
 3. ``repeats_in_shard``, per shard of the write phase: each task's repeats within the shard's
    position range, found by binary search in memory-mapped files.
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROW_BITS = 40  # rows per shard < 2^40; shard indexes < 2^24
+FENCE = 4096  # sorted keys per block of a shard's key file
 KEY_SPACE = 1 << 64
 
 
@@ -49,26 +50,43 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _fence_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".npy") + ".fence.npy")
+
+
 def write_sorted_keys(path: Path, keys: np.ndarray, shard_index: int) -> None:
-    """``keys`` in row order -> ``path``: a [2, n] uint64 array, keys sorted, and their positions."""
-    order = np.argsort(keys, kind="stable")
-    _save_atomic(path, np.stack([keys[order], positions(shard_index, len(keys))[order]]))
+    """``keys`` in row order -> ``path``: a [2, n] uint64 array, keys sorted (equal keys in any
+    order), and their positions;
+    beside it every ``FENCE``-th sorted key, by which a task finds its ranges in the file."""
+    order = np.argsort(keys)
+    table = np.stack([keys[order], positions(shard_index, len(keys))[order]])
+    _save_atomic(_fence_path(path), table[0, ::FENCE].copy())
+    _save_atomic(path, table)  # last: its presence says the shard is done
 
 
 class _SortedRun:
-    """One shard's sorted keys on disk. Searched through a memory map (a few pages), read by plain
-    file reads: pages read through a map would stay in this process's resident memory."""
+    """One shard's sorted keys on disk, read by plain file reads (pages read through a memory map
+    would stay in this process's resident memory, a few for every search)."""
 
     def __init__(self, path: Path):
         self.path = path
-        mapped = np.load(path, mmap_mode="r")
-        self.keys, self.count, self.offset = mapped[0], mapped.shape[-1], mapped.offset
+        with path.open("rb") as f:
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+            shape, _, _ = read_header(f)
+            self.offset = f.tell()
+        self.count = shape[-1]
+        self.fence = np.load(_fence_path(path))  # every FENCE-th key: 2 bytes of memory per 1,000 keys
 
     def where(self, lo: int, hi: int) -> tuple[int, int]:
         """Where keys in [lo, hi) lie (hi may be 2^64, past every uint64)."""
-        start = int(np.searchsorted(self.keys, np.uint64(lo)))
-        end = self.count if hi >= KEY_SPACE else int(np.searchsorted(self.keys, np.uint64(hi)))
-        return start, end
+        return self._first_at_least(lo), self.count if hi >= KEY_SPACE else self._first_at_least(hi)
+
+    def _first_at_least(self, value: int) -> int:
+        """The fence narrows the search to one block of FENCE keys, read and searched."""
+        block = int(np.searchsorted(self.fence, np.uint64(value)))
+        start, end = max(block - 1, 0) * FENCE, min(block * FENCE, self.count)
+        return start + int(np.searchsorted(self.read(0, start, end), np.uint64(value)))
 
     def read(self, row: int, start: int, end: int) -> np.ndarray:
         """Row 0 (keys) or 1 (positions), entries [start, end)."""
@@ -92,14 +110,19 @@ def find_repeats(key_files: list[Path], task: int, tasks: int, step_keys: int = 
     for step in range(steps):
         sub_lo, sub_hi = lo + (hi - lo) * step // steps, lo + (hi - lo) * (step + 1) // steps
         slices = [(run, *run.where(sub_lo, sub_hi)) for run in runs]
-        keys = np.concatenate([run.read(0, start, end) for run, start, end in slices] or [np.zeros(0, np.uint64)])
-        order = np.argsort(keys, kind="stable")  # input order within each value
+        if not any(end > start for _, start, end in slices):
+            continue
+        keys = np.concatenate([run.read(0, start, end) for run, start, end in slices])
+        order = np.argsort(keys)
         keys = keys[order]
-        repeat = np.flatnonzero(keys[1:] == keys[:-1]) + 1
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])  # where each value's run begins
         del keys
-        where = np.concatenate([run.read(1, start, end) for run, start, end in slices] or [np.zeros(0, np.uint64)])
-        found.append(where[order[repeat]])
-        del where, order
+        where = np.concatenate([run.read(1, start, end) for run, start, end in slices])[order]
+        del order
+        # the first occurrence of a value is its smallest position; every other one is a repeat
+        first = np.repeat(np.minimum.reduceat(where, starts), np.diff(np.r_[starts, len(where)]))
+        found.append(where[where != first])
+        del where, first
     repeats = np.concatenate(found or [np.zeros(0, np.uint64)])
     del found
     repeats.sort()

@@ -315,13 +315,14 @@ def poison_step(monkeypatch, index: int, heal: bool = False) -> None:
     monkeypatch.setattr(Pretrainer, "_step", poisoned)
 
 
-def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer, tmp_path, monkeypatch):
+@pytest.mark.parametrize("update, norm", [("decoupled", "discriminator grad norm nan"), ("joint", "grad norm nan")])
+def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer, tmp_path, monkeypatch, update, norm):
     poison_step(monkeypatch, 1)
-    with pytest.raises(NonFiniteLossError, match="step 2: .*; no checkpoint was written yet"):
-        train(tokens, tokenizer, tmp_path / "stop")
+    with pytest.raises(NonFiniteLossError, match=f"step 2: .*{norm}.*; no checkpoint was written yet"):
+        train(tokens, tokenizer, tmp_path / "stop", update=update)
     with pytest.raises(NonFiniteLossError, match="step 2: .*; the last checkpoint, step-1, is intact"):
-        train(tokens, tokenizer, tmp_path / "stop-after-a-checkpoint", checkpoint_every=1)
-    assert train(tokens, tokenizer, tmp_path / "skip", on_nonfinite="skip") == 0
+        train(tokens, tokenizer, tmp_path / "stop-after-a-checkpoint", checkpoint_every=1, update=update)
+    assert train(tokens, tokenizer, tmp_path / "skip", on_nonfinite="skip", update=update) == 0
     assert [r["skipped_steps"] for r in records(tmp_path / "skip") if "loss" in r] == [0, 1, 2, 3]
     assert math.isnan(records(tmp_path / "skip")[-2]["loss"])  # nothing left to average
 
