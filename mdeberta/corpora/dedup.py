@@ -3,14 +3,14 @@ in input order (shard, then row) is kept, every later one is a repeat.
 
 Three steps, each parallel and resumable, none holding the whole corpus's keys in one process:
 
-1. ``write_sorted_keys``, per cleaned shard: its keys sorted, each beside its position
-   ``shard << 40 | row``. n log n in the shard's size.
+1. ``write_sorted_keys``, per cleaned shard: its keys sorted in chunks of ``CHUNK``, each beside
+   its position ``shard << 40 | row``. Linear in the shard's size.
 2. ``find_repeats``, per task t of P: the keys of the t-th of P equal ranges of the 64-bit key
    space, from every shard, in sub-ranges of at most ``step_keys`` keys (hashes are uniform, so
-   the sub-ranges are even). A sub-range is one contiguous slice of each shard's sorted keys;
+   the sub-ranges are even). A sub-range is one contiguous slice of each sorted chunk;
    the slices, joined and sorted by key, group each value's occurrences, and all but the one of
    smallest position are repeats. The task writes the positions of the repeats, sorted. Memory: a sub-range's working
-   set (fixed) plus 8 bytes per repeat; time n log n over the task's keys.
+   set (fixed) plus 8 bytes per repeat; time linear in the task's keys (sub-ranges of bounded size).
 3. ``repeats_in_shard``, per shard of the write phase: each task's repeats within the shard's
    position range, found by binary search in memory-mapped files.
 
@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROW_BITS = 40  # rows per shard < 2^40; shard indexes < 2^24
-FENCE = 4096  # sorted keys per block of a shard's key file
+CHUNK = 1 << 21  # keys sorted together in a shard's key file
+FENCE = 1024  # keys per block of a chunk, found through the fence and read whole
 KEY_SPACE = 1 << 64
 
 
@@ -55,42 +56,58 @@ def _fence_path(path: Path) -> Path:
 
 
 def write_sorted_keys(path: Path, keys: np.ndarray, shard_index: int) -> None:
-    """``keys`` in row order -> ``path``: a [2, n] uint64 array, keys sorted (equal keys in any
-    order), and their positions;
-    beside it every ``FENCE``-th sorted key, by which a task finds its ranges in the file."""
-    order = np.argsort(keys)
-    table = np.stack([keys[order], positions(shard_index, len(keys))[order]])
+    """``keys`` in row order -> ``path``: a [2, n] uint64 array, the keys sorted within each chunk
+    of ``CHUNK`` (equal keys in any order), and their positions; beside it every ``FENCE``-th key,
+    by which a task finds its ranges in each chunk. Chunks keep every sort the size of a
+    cache-friendly array, so the time per key does not grow with the shard."""
+    table = np.empty((2, len(keys)), np.uint64)
+    rows = positions(shard_index, len(keys))
+    for start in range(0, len(keys), CHUNK):
+        order = np.argsort(keys[start:start + CHUNK]) + start
+        table[0, start:start + len(order)] = keys[order]
+        table[1, start:start + len(order)] = rows[order]
     _save_atomic(_fence_path(path), table[0, ::FENCE].copy())
     _save_atomic(path, table)  # last: its presence says the shard is done
 
 
 class _SortedRun:
-    """One shard's sorted keys on disk, read by plain file reads (pages read through a memory map
-    would stay in this process's resident memory, a few for every search)."""
+    """One sorted chunk of a shard's key file, read by plain file reads (pages read through a
+    memory map would stay in this process's resident memory, a few for every search), from a
+    cursor that the ranges of a task, taken in increasing order, move forward."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, offset: int, count: int, first: int, length: int, fence: np.ndarray):
+        self.path, self.offset, self.count, self.first, self.length = path, offset, count, first, length
+        self.fence = fence  # every FENCE-th key of the chunk
+        self.cursor = 0
+
+    @classmethod
+    def chunks_of(cls, path: Path) -> list[_SortedRun]:
         with path.open("rb") as f:
             fmt = np.lib.format
             read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
             shape, _, _ = read_header(f)
-            self.offset = f.tell()
-        self.count = shape[-1]
-        self.fence = np.load(_fence_path(path))  # every FENCE-th key: 2 bytes of memory per 1,000 keys
+            offset = f.tell()
+        count = shape[-1]
+        fence = np.load(_fence_path(path))  # 2 bytes of memory per 1,000 keys
+        return [cls(path, offset, count, first, min(CHUNK, count - first), fence[first // FENCE:(first + CHUNK) // FENCE])
+                for first in range(0, count, CHUNK)]
 
-    def where(self, lo: int, hi: int) -> tuple[int, int]:
-        """Where keys in [lo, hi) lie (hi may be 2^64, past every uint64)."""
-        return self._first_at_least(lo), self.count if hi >= KEY_SPACE else self._first_at_least(hi)
-
-    def _first_at_least(self, value: int) -> int:
+    def first_at_least(self, value: int) -> int:
         """The fence narrows the search to one block of FENCE keys, read and searched."""
+        if value >= KEY_SPACE:
+            return self.length
         block = int(np.searchsorted(self.fence, np.uint64(value)))
-        start, end = max(block - 1, 0) * FENCE, min(block * FENCE, self.count)
+        start, end = max(block - 1, 0) * FENCE, min(block * FENCE, self.length)
         return start + int(np.searchsorted(self.read(0, start, end), np.uint64(value)))
 
+    def take_below(self, value: int) -> tuple[int, int]:
+        """The entries from the cursor to the first key >= value; the cursor moves past them."""
+        start, self.cursor = self.cursor, self.first_at_least(value)
+        return start, self.cursor
+
     def read(self, row: int, start: int, end: int) -> np.ndarray:
-        """Row 0 (keys) or 1 (positions), entries [start, end)."""
-        at = self.offset + (row * self.count + start) * 8
+        """Row 0 (keys) or 1 (positions), entries [start, end) of the chunk."""
+        at = self.offset + (row * self.count + self.first + start) * 8
         return np.fromfile(self.path, dtype=np.uint64, count=end - start, offset=at)
 
 
@@ -102,15 +119,18 @@ def task_range(task: int, tasks: int) -> tuple[int, int]:
 def find_repeats(key_files: list[Path], task: int, tasks: int, step_keys: int = 1 << 22) -> np.ndarray:
     """Sorted positions of the repeated keys in the task's range, over ``key_files`` (one per
     shard, in input order)."""
-    runs = [_SortedRun(path) for path in key_files]
+    runs = [run for path in key_files for run in _SortedRun.chunks_of(path)]
     lo, hi = task_range(task, tasks)
-    held = sum(end - start for start, end in (run.where(lo, hi) for run in runs))
+    for run in runs:
+        run.cursor = run.first_at_least(lo)
+    held = sum(run.first_at_least(hi) - run.cursor for run in runs)
     steps = max(1, -(-held // step_keys))
     found = []
-    for step in range(steps):
-        sub_lo, sub_hi = lo + (hi - lo) * step // steps, lo + (hi - lo) * (step + 1) // steps
-        slices = [(run, *run.where(sub_lo, sub_hi)) for run in runs]
-        if not any(end > start for _, start, end in slices):
+    for step in range(1, steps + 1):
+        below = lo + (hi - lo) * step // steps
+        slices = [(run, *run.take_below(below)) for run in runs]
+        slices = [(run, start, end) for run, start, end in slices if end > start]
+        if not slices:
             continue
         keys = np.concatenate([run.read(0, start, end) for run, start, end in slices])
         order = np.argsort(keys)

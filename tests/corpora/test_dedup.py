@@ -27,9 +27,12 @@ def shards_with_repeats(rng, sizes, pool=400):
 
 
 @pytest.mark.parametrize("tasks", [1, 2, 3, 4])
-@pytest.mark.parametrize("step_keys, fence", [(7, 4), (1 << 20, dedup.FENCE)])
-def test_repeats_are_every_occurrence_after_the_first_in_input_order(tmp_path, monkeypatch, tasks, step_keys, fence):
-    monkeypatch.setattr(dedup, "FENCE", fence)  # blocks of 4 keys: every search crosses blocks
+@pytest.mark.parametrize("step_keys, fence, chunk", [(7, 4, 12), (1 << 20, dedup.FENCE, dedup.CHUNK)])
+def test_repeats_are_every_occurrence_after_the_first_in_input_order(tmp_path, monkeypatch, tasks, step_keys, fence,
+                                                                    chunk):
+    # chunks of 12 keys in blocks of 4: every search crosses blocks, every shard has many chunks
+    monkeypatch.setattr(dedup, "FENCE", fence)
+    monkeypatch.setattr(dedup, "CHUNK", chunk)
     shards = shards_with_repeats(np.random.default_rng(tasks), [500, 0, 300, 450])
     files = [tmp_path / f"{index}.npy" for index in range(len(shards))]
     for index, (path, keys) in enumerate(zip(files, shards)):
@@ -48,7 +51,7 @@ def test_sorted_keys_sit_beside_their_positions(tmp_path):
     keys = np.array([9, 3, 9, 3, 3], np.uint64)
     dedup.write_sorted_keys(tmp_path / "k.npy", keys, 5)
     stored = np.load(tmp_path / "k.npy")
-    assert stored[0].tolist() == [3, 3, 3, 9, 9]
+    assert stored[0].tolist() == [3, 3, 3, 9, 9]  # one chunk
     rows = (stored[1] - (np.uint64(5) << np.uint64(dedup.ROW_BITS))).tolist()
     assert sorted(rows[:3]) == [1, 3, 4] and sorted(rows[3:]) == [0, 2]
 
