@@ -7,10 +7,11 @@ Three steps, each parallel and resumable, none holding the whole corpus's keys i
    its position ``shard << 40 | row``. Linear in the shard's size.
 2. ``find_repeats``, per task t of P: the keys of the t-th of P equal ranges of the 64-bit key
    space, from every shard, in sub-ranges of at most ``step_keys`` keys (hashes are uniform, so
-   the sub-ranges are even). A sub-range is one contiguous slice of each sorted chunk;
-   the slices, joined and sorted by key, group each value's occurrences, and all but the one of
-   smallest position are repeats. The task writes the positions of the repeats, sorted. Memory: a sub-range's working
-   set (fixed) plus 8 bytes per repeat; time linear in the task's keys (sub-ranges of bounded size).
+   the sub-ranges are even). A sub-range is one contiguous slice of each sorted chunk; the
+   slices, joined and sorted by key, group each value's occurrences, and all but the one of
+   smallest position are repeats. The task writes the positions of the repeats, sorted. Memory:
+   a sub-range's working set (fixed) plus 8 bytes per repeat; time linear in the task's keys
+   (sub-ranges of bounded size).
 3. ``repeats_in_shard``, per shard of the write phase: each task's repeats within the shard's
    position range, found by binary search in memory-mapped files.
 
