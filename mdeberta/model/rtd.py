@@ -238,10 +238,11 @@ class RTDModel(nn.Module):
         sampled = sample_replacements(logits, self.temperature, generator, self.unsampled_token_ids)
         corrupted = input_ids.clone()
         corrupted[masked] = sampled
+        labels = corrupted != input_ids  # a correct guess counts as original
         with torch.no_grad():
             generator_accuracy = (logits.argmax(-1) == originals).float().mean()
-        return Corruption(mlm_loss=mlm_loss, corrupted=corrupted, labels=corrupted != input_ids,  # a correct guess
-                          masked=masked.sum(), generator_accuracy=generator_accuracy)  # counts as original
+        return Corruption(mlm_loss=mlm_loss, corrupted=corrupted, labels=labels, masked=masked.sum(),
+                          generator_accuracy=generator_accuracy)
 
     def discriminate(self, corruption: Corruption, attention_mask) -> RTDOutput:
         """The discriminator's half on the generator's corrupted input; ``loss`` is the joint
