@@ -188,7 +188,7 @@ class CorpusStage:
         cleaned = {s.index: stats for s in self.shards if (stats := self._clean_stats(s))}
         done = [s for s in self.shards if s.index in cleaned]
         if dedup_task is not None:
-            self._find_repeats(done, [dedup_task])
+            self._run_dedup_tasks(done, [dedup_task])
             _log(f"corpus: dedup task {dedup_task} of {self.dedup_tasks} done; when all are done, run the same "
                  "command with --merge")
             return 0
@@ -197,7 +197,7 @@ class CorpusStage:
             tally.update(Tally.from_json(stats["tally"]))
         if self.settings.dedup:
             self._sort_keys(done)
-            self._find_repeats(done, range(self.dedup_tasks))
+            self._run_dedup_tasks(done, range(self.dedup_tasks))
         tally.update(self._write_all(done))
         languages, reasons = write_stats(self.out, tally, failed)
         if self.settings.export_text:
@@ -329,7 +329,7 @@ class CorpusStage:
     def _keys_sorted(self, shard: InputShard) -> bool:
         return all(self.layout.keys(shard, kind).is_file() for kind in KINDS)
 
-    def _find_repeats(self, shards: list[InputShard], tasks: Iterable[int]) -> None:
+    def _run_dedup_tasks(self, shards: list[InputShard], tasks: Iterable[int]) -> None:
         """Runs the dedup tasks not yet done for these very shards."""
         missing = [s.name for s in shards if not self._keys_sorted(s)]
         if missing:
@@ -338,7 +338,7 @@ class CorpusStage:
         inputs = json.dumps([[s.index, self._clean_stats(s)["input"]] for s in shards])
         jobs = [_DedupJob(self.out, shards, task, self.dedup_tasks, inputs) for task in tasks
                 if (_read_json(self.layout.repeats_done(task, self.dedup_tasks)) or {}).get("inputs") != inputs]
-        self._in_parallel(_find_repeats, jobs, "corpus dedup", "task")
+        self._in_parallel(_run_dedup_task, jobs, "corpus dedup", "task")
 
     def _write_all(self, shards: list[InputShard]) -> Tally:
         tasks = self.dedup_tasks if self.settings.dedup else 0
@@ -409,7 +409,7 @@ def _sort_shard_keys(job: tuple[Path, InputShard]) -> None:
         dedup.write_sorted_keys(layout.keys(shard, kind), keys[kind], shard.index)
 
 
-def _find_repeats(job: _DedupJob) -> None:
+def _run_dedup_task(job: _DedupJob) -> None:
     layout = Layout(job.out)
     layout.repeats_done(job.task, job.tasks).parent.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:

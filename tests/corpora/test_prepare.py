@@ -142,15 +142,15 @@ def test_any_number_of_dedup_tasks_and_a_resumed_dedup_write_the_same_files(smal
         outputs[tasks] = output_files(tmp_path / f"tasks-{tasks}")
     assert outputs[1] == outputs[2] == outputs[4] and any("part-" in name for name in outputs[1])
 
-    ran, find_repeats = [], prepare._find_repeats
+    ran, run_dedup_task = [], prepare._run_dedup_task
 
     def killed_in_task_2(job):
         ran.append(job.task)
         if job.task == 2 and ran == [0, 1, 2]:
             raise Killed  # a Ctrl-C or a killed job: finished tasks stay finished
-        return find_repeats(job)
+        return run_dedup_task(job)
 
-    monkeypatch.setattr(prepare, "_find_repeats", killed_in_task_2)
+    monkeypatch.setattr(prepare, "_run_dedup_task", killed_in_task_2)
     with pytest.raises(Killed):
         run([small_corpus], tmp_path / "resumed", dedup_tasks=4)
     assert not list((tmp_path / "resumed").glob("*/part-*.parquet"))
