@@ -53,7 +53,8 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
-def _coerce(cls, name: str, value: Any, where: str) -> Any:
+def _coerce(cls, name: str, value: Any, where: str, text: bool = False) -> Any:
+    """``value`` as the setting's type; ``text``: it is a command-line string, to be parsed."""
     kind = _field_types(cls)[name]
     if value is None:
         return None
@@ -77,10 +78,19 @@ def _coerce(cls, name: str, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
         raise SettingsError(f"{where}: '{name}' must be true or false, got {value!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{where}: '{name}' must be {kind.__name__}, got {value!r}") from None
+    if text and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise SettingsError(f"{where}: '{name}' must be {kind.__name__}, got {value!r}") from None
+    # A recipe's values are typed as the flags' are parsed: an integer setting takes an integer
+    # only (never 16.5 or true), a number setting an integer or a float, a text setting a string.
+    if isinstance(value, bool) or not isinstance(value, _ACCEPTED.get(kind, (kind,))):
+        raise SettingsError(f"{where}: '{name}' must be {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+_ACCEPTED = {float: (int, float)}  # a float setting also takes an integer; every other type only its own
 
 
 def _check_choice(cls, name: str, value: Any, where: str) -> None:
@@ -113,7 +123,7 @@ def build_settings(cls, recipe: str | Path | None = None, section: str = "", ove
                 raise SettingsError(f"{where}: unknown key '{key}'{hint}")
             values[key] = _coerce(cls, key, value, where)
     for key, value in (overrides or {}).items():
-        values[key] = _coerce(cls, key, value, f"--{key.replace('_', '-')}")
+        values[key] = _coerce(cls, key, value, f"--{key.replace('_', '-')}", text=True)
     for key, value in values.items():
         _check_choice(cls, key, value, f"setting '{key}'")
     return cls(**values)

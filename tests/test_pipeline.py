@@ -127,12 +127,19 @@ def test_the_ablation_recipe_runs_each_sharing_in_its_own_folders(tmp_path):
     ("[pretrian]\nsize = 'tiny'\n", "unknown section(s) pretrian"),
     ("[pipeline]\nsharing = ['gdes', 'shared']\n", "shared not one of"),
     ("[pretrain]\nmax_step = 3\n", "did you mean 'max_steps'"),
+    # values of the wrong type were converted silently (16.5 -> 16, true -> 1, "200" -> 200)
+    ("[pretrain]\nbatch_size = 16.5\n", "[pretrain]: 'batch_size' must be int, got 16.5"),
+    ("[pretrain]\nbatch_size = true\n", "[pretrain]: 'batch_size' must be int, got True"),
+    ("[pretrain]\nmax_steps = \"200\"\n", "[pretrain]: 'max_steps' must be int, got '200'"),
+    ("[corpus]\nlid_threshold = \"0.5\"\n", "[corpus]: 'lid_threshold' must be float, got '0.5'"),
+    ("[tokenizer]\nvocab_size = 3000.0\n", "[tokenizer]: 'vocab_size' must be int, got 3000.0"),
 ])
 def test_a_bad_recipe_is_one_line_naming_the_problem(tmp_path, capsys, text, message):
     recipe = tmp_path / "bad.toml"
     recipe.write_text(text, encoding="utf-8")
     assert main(["pipeline", str(recipe), "--workdir", str(tmp_path / "work")]) == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
     assert not (tmp_path / "work").exists()
 
 
