@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_model
+from .checkpoint import load_model, require_intact
 from .data import TokenStreams
 from .tokens import INVENTORY, TokenStreamsError
 
@@ -77,7 +77,7 @@ def average_cosine(table: torch.Tensor, first: np.ndarray, second: np.ndarray) -
 
 def embedding_statistics(checkpoint: Path, pairs: int = 100_000, seed: int = 0, tokens_dir: Path | None = None,
                          scan_tokens: int = 10_000_000) -> pd.DataFrame:
-    checkpoint = Path(checkpoint)
+    checkpoint = require_intact(Path(checkpoint))
     model = load_model(checkpoint)
     ids = trained_ids(model, streams_folder(checkpoint, tokens_dir), scan_tokens)
     rng = np.random.default_rng(seed)

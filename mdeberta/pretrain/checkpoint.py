@@ -8,13 +8,16 @@
     data_state.json       the data position (batch number, per-language cursors and epochs)
     settings.json         the run's effective settings
     tokenizer/            the tokenizer files, so the folder exports on its own
+    complete.json         written last: every other file's size and SHA-256
 
 A checkpoint is written as ``step-N.tmp`` and renamed when complete: a folder named ``step-N``
-is always whole. The oldest are deleted beyond ``keep``.
+is always whole, and ``complete.json`` tells whether it is still intact (a disk error or a
+copy cut short can damage it later). The oldest are deleted beyond ``keep``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -31,6 +34,7 @@ from ..manifest import file_stamp, write_json_atomic
 from ..model import RTDModel
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+RECORD = "complete.json"
 TOKENIZER_FILES = ("spm.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -70,6 +74,68 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record(folder: Path) -> dict:
+    return {str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != RECORD}
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint folder against its ``complete.json`` (None: intact, or
+    written before checkpoints carried the record)."""
+    try:
+        recorded = json.loads((checkpoint / RECORD).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"{RECORD} is unreadable"
+    for name, expected in recorded.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes where {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} differs from what was written (SHA-256)"
+    return None
+
+
+def require_intact(checkpoint: Path) -> Path:
+    """The checkpoint, or a one-line error saying which file is damaged."""
+    problem = damage(checkpoint)
+    if problem:
+        raise CheckpointError(f"{checkpoint} is damaged: {problem}; use another checkpoint of the run")
+    return checkpoint
+
+
+def latest_intact_checkpoint(root: Path, report=print) -> Path | None:
+    """The newest checkpoint that is intact; each damaged one newer than it is reported in one
+    line. None when there is none; an error when every checkpoint is damaged."""
+    found = checkpoints(root)
+    for _, path in reversed(found):
+        problem = damage(path)
+        if problem is None:
+            return path
+        report(f"pretrain: {path} is damaged ({problem}); it is skipped")
+    if found:
+        raise CheckpointError(f"every checkpoint in {root} is damaged (newest: {found[-1][1].name}); delete "
+                              f"{root} to train from the start")
+    return None
+
+
+def remove_unfinished(root: Path) -> None:
+    """``step-N.tmp`` folders left by a run killed while saving."""
+    for tmp in root.glob("step-*.tmp") if root.is_dir() else []:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def checkpoint_fingerprint(checkpoint: Path) -> dict:
     """What tells this checkpoint from any other in its place, such as the same step of a run
     trained again: the stamp of its weights, which are written once (then the folder is renamed) and
@@ -96,6 +162,7 @@ def save_checkpoint(root: Path, step: int, model: RTDModel, updates, data_state:
     for name in TOKENIZER_FILES:
         if (tokenizer / name).is_file():
             shutil.copy2(tokenizer / name, tmp / "tokenizer" / name)
+    write_json_atomic(tmp / RECORD, _record(tmp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for _, old in checkpoints(root)[:-keep]:

@@ -10,14 +10,14 @@ import shutil
 from pathlib import Path
 
 from ..manifest import write_json_atomic
-from .checkpoint import TOKENIZER_FILES, checkpoint_fingerprint, load_model
+from .checkpoint import TOKENIZER_FILES, checkpoint_fingerprint, load_model, require_intact
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
     """Each folder is written under a temporary name and renamed when complete; nothing else in
     ``out`` is touched. ``export.json`` records the checkpoint's fingerprint, which tells a rerun
     whether the checkpoint was replaced since (its path alone does not)."""
-    checkpoint, out = Path(checkpoint), Path(out)
+    checkpoint, out = require_intact(Path(checkpoint)), Path(out)
     model = load_model(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     folders = {}

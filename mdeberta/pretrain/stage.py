@@ -10,7 +10,7 @@ from ..distributed import close_world, init_world
 from ..errors import UserError
 from ..manifest import write_json_atomic, write_manifest
 from ..recipe import output_settings
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_intact_checkpoint
 from .settings import PretrainSettings
 from .tokens import SPM_MODEL, corpus_changes, tokenize_corpus, vocabulary_size
 from .train import Pretrainer, check_resumable
@@ -56,7 +56,7 @@ def check_continuable(settings: PretrainSettings, corpus: Path, tokenizer: Path,
     """Refuses a run that the checkpoints in ``out`` cannot continue, before anything there is
     rewritten: re-tokenizing another corpus or tokenizer would replace the streams that their
     data position points into (and another vocabulary does not fit their embedding tables)."""
-    checkpoint = latest_checkpoint(out / "checkpoints")
+    checkpoint = latest_intact_checkpoint(out / "checkpoints", report=lambda _: None)  # training reports it
     if checkpoint is None:
         return
     check_resumable(checkpoint, settings)

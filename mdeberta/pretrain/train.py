@@ -28,8 +28,8 @@ from ..errors import UserError
 from ..optim import adamw
 from ..model import RTDModel, cpu_isa, size_config
 from ..recipe import SettingsError, output_settings
-from .checkpoint import (checkpoints, latest_checkpoint, load_model, load_training_state, save_checkpoint,
-                         saved_settings)
+from .checkpoint import (STEP_DIR, latest_checkpoint, latest_intact_checkpoint, load_model, load_training_state,
+                         remove_unfinished, save_checkpoint, saved_settings)
 from .data import PackedSequences, TokenStreams, validation_batches
 from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
 from .settings import PretrainSettings
@@ -230,10 +230,13 @@ class Pretrainer:
 
     def _restore(self) -> int:
         """The step to continue from; a finished run's weights are not even loaded."""
-        found = checkpoints(self.out / "checkpoints")
-        if not found:
+        root = self.out / "checkpoints"
+        if self.world.is_main:
+            remove_unfinished(root)
+        checkpoint = latest_intact_checkpoint(root, _log if self.world.is_main else lambda _: None)
+        if checkpoint is None:
             return 0
-        step, checkpoint = found[-1]
+        step = int(STEP_DIR.match(checkpoint.name).group(1))
         check_resumable(checkpoint, self.settings)
         if step >= self.settings.max_steps:
             return step

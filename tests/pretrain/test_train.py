@@ -22,7 +22,7 @@ import transformers
 from mdeberta import model as ours
 from mdeberta.cli import main
 from mdeberta.pretrain.analyze import embedding_statistics
-from mdeberta.pretrain.checkpoint import latest_checkpoint, load_model, trained_world_size
+from mdeberta.pretrain.checkpoint import CheckpointError, latest_checkpoint, load_model, trained_world_size
 from mdeberta.distributed import World
 from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
@@ -175,9 +175,53 @@ def test_a_checkpoint_from_before_decoupled_updates_resumes_only_as_joint(tokens
     saved = json.loads((checkpoint / "settings.json").read_text())
     del saved["update"], saved["generator_learning_rate"]
     (checkpoint / "settings.json").write_text(json.dumps(saved))
+    (checkpoint / "complete.json").unlink()  # nor did checkpoints carry a record of their files
     with pytest.raises(SettingsError, match="update: joint -> auto"):
         train(tokens, tokenizer, tmp_path, max_steps=2)
     assert train(tokens, tokenizer, tmp_path, max_steps=2, update="joint") == 0
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "truncate":  # a copy cut short, a full disk
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    else:
+        path.write_text(how)
+
+
+@pytest.mark.parametrize("name, how", [("model.safetensors", "truncate"), ("training_state.pt", "truncate"),
+                                       ("data_state.json", "{bad")])
+def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_used(tokens, tokenizer, tmp_path, capsys,
+                                                                         name, how):
+    """It stopped resuming with a traceback (SafetensorError, PytorchStreamReader, JSONDecodeError)."""
+    assert train(tokens, tokenizer, tmp_path, max_steps=2, checkpoint_every=1) == 0
+    damage(tmp_path / "checkpoints/step-2" / name, how)
+    (tmp_path / "checkpoints/step-7.tmp").mkdir()  # left by a run killed while saving
+    capsys.readouterr()
+    assert train(tokens, tokenizer, tmp_path, max_steps=3, checkpoint_every=1) == 0
+    error = capsys.readouterr().err
+    assert f"step-2 is damaged ({name} " in error and "(step 1)" in error
+    assert not (tmp_path / "checkpoints/step-7.tmp").exists()
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-3"
+
+
+def test_with_every_checkpoint_damaged_one_line_says_what_to_do(tokens, tokenizer, tmp_path):
+    assert train(tokens, tokenizer, tmp_path, max_steps=1) == 0
+    damage(tmp_path / "checkpoints/step-1/model.safetensors", "truncate")
+    with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged .*; delete .* to train from the start"):
+        train(tokens, tokenizer, tmp_path, max_steps=2)
+
+
+def test_export_and_analyze_refuse_a_damaged_checkpoint_in_one_line(tokens, tokenizer, tmp_path, capsys):
+    assert train(tokens, tokenizer, tmp_path, max_steps=1) == 0
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    damage(checkpoint / "model.safetensors", "truncate")
+    capsys.readouterr()
+    for argv in (["pretrain", "export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "hf")],
+                 ["pretrain", "analyze", "--checkpoint", str(checkpoint), "--tokens", str(tokens)]):
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        assert "is damaged: model.safetensors has" in error and error.count("\n") == 1
+    assert not (tmp_path / "hf").exists()
 
 
 def test_changed_settings_are_not_resumed(tokens, tokenizer, tmp_path):
