@@ -79,6 +79,10 @@ class PretrainSettings:
                                     affects_output=False, metavar="K")
     on_nonfinite: str = setting("stop", "a NaN/inf loss or gradient: stop with an error, or skip the step",
                                 choices=NONFINITE, group="execution", affects_output=False)
+    max_skipped_share: float = setting(0.1, "with on_nonfinite = skip: a run that skipped more than this share of "
+                                       "its steps ends with an error (exit 1) instead of success; a healthy run "
+                                       "skips a handful of steps, one that skips a tenth is diverging",
+                                       group="execution", affects_output=False, metavar="SHARE")
 
     def __post_init__(self):
         positive = ("max_seq_length", "batch_size", "micro_batch_size", "max_steps", "log_every",

@@ -333,7 +333,23 @@ class Pretrainer:
         if stop and world.is_main:
             _log("pretrain: stopped by a signal during the last step; the run is finished, without its final "
                  "validation")
+        self._check_skipped()
         return 0
+
+    def _check_skipped(self) -> None:
+        """A finished run that skipped steps says how many; past ``max_skipped_share`` it fails."""
+        if not self.skipped_steps:
+            return
+        share = self.skipped_steps / self.settings.max_steps
+        message = (f"{self.skipped_steps} of {self.settings.max_steps} steps ({share:.0%}) were skipped for a "
+                   "non-finite loss or gradient")
+        if share > self.settings.max_skipped_share:
+            raise NonFiniteLossError(
+                f"pretrain: {message}, more than max_skipped_share ({self.settings.max_skipped_share:.0%}): the "
+                "run is diverging. Lower the learning rate or raise warmup_steps, and train again from a checkpoint "
+                "before the skips began")
+        if self.world.is_main:
+            _log(f"pretrain: warning: {message}")
 
     def _due(self, step: int, every: int) -> bool:
         """Every ``every`` steps (0: never) and at the last step."""

@@ -366,18 +366,24 @@ def test_a_nonfinite_loss_stops_naming_the_step_or_is_skipped(tokens, tokenizer,
         train(tokens, tokenizer, tmp_path / "stop", update=update)
     with pytest.raises(NonFiniteLossError, match="step 2: .*; the last checkpoint, step-1, is intact"):
         train(tokens, tokenizer, tmp_path / "stop-after-a-checkpoint", checkpoint_every=1, update=update)
-    assert train(tokens, tokenizer, tmp_path / "skip", on_nonfinite="skip", update=update) == 0
+    # 3 of 4 steps skipped: past max_skipped_share (10%), the finished run is an error, not a success
+    with pytest.raises(NonFiniteLossError, match="3 of 4 steps \\(75%\\) were skipped .* more than max_skipped_share"):
+        train(tokens, tokenizer, tmp_path / "skip", on_nonfinite="skip", update=update)
     assert [r["skipped_steps"] for r in records(tmp_path / "skip") if "loss" in r] == [0, 1, 2, 3]
-    assert math.isnan(records(tmp_path / "skip")[-2]["loss"])  # nothing left to average
+    assert records(tmp_path / "skip")[-2]["loss"] is None  # nothing left to average: null, strict JSON
+    assert train(tokens, tokenizer, tmp_path / "tolerated", on_nonfinite="skip", update=update,
+                 max_skipped_share=0.8) == 0
 
 
 def test_skipped_steps_stay_out_of_the_means_and_are_counted_across_a_resume(tokens, tokenizer, tmp_path,
-                                                                             monkeypatch):
+                                                                             monkeypatch, capsys):
     poison_step(monkeypatch, 1, heal=True)
     signal_after(monkeypatch, 3)
-    assert train(tokens, tokenizer, tmp_path, on_nonfinite="skip", log_every=2) == 143
+    assert train(tokens, tokenizer, tmp_path, on_nonfinite="skip", log_every=2, max_skipped_share=0.5) == 143
     monkeypatch.undo()
-    assert train(tokens, tokenizer, tmp_path, on_nonfinite="skip", log_every=2) == 0
+    capsys.readouterr()
+    assert train(tokens, tokenizer, tmp_path, on_nonfinite="skip", log_every=2, max_skipped_share=0.5) == 0
+    assert "warning: 1 of 4 steps (25%) were skipped" in capsys.readouterr().err
     logged = [r for r in records(tmp_path) if "loss" in r]
     assert [(r["step"], r["skipped_steps"]) for r in logged] == [(2, 1), (4, 1)]
     assert all(math.isfinite(r[key]) for r in logged for key in ("loss", "mlm_loss", "rtd_loss", "rtd_auc"))
