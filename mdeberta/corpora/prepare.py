@@ -41,6 +41,7 @@ from ..manifest import is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .clean import CleanBatch, DocumentCleaner
 from . import dedup
+from .contract import WORK
 from .filters import ParagraphFilter
 from .langid import LanguageIdentifier
 from .languages import resolve_languages
@@ -48,7 +49,6 @@ from .readers import InputError, InputShard, discover_inputs, read_documents
 from .settings import CorpusSettings
 from .stats import Tally, write_stats
 
-WORK = "_work"
 KINDS = ("documents", "paragraphs")  # the two key sets of deduplication
 WRITE_CHUNK_DOCS = 1_024
 CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..corpora.contract import require_finished_corpus
 from ..distributed import close_world, init_world
 from ..errors import UserError
 from ..manifest import write_json_atomic, write_manifest
@@ -32,6 +33,7 @@ def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, o
     out = Path(out)
     world = init_world(settings.precision)
     try:
+        require_finished_corpus(corpus)
         check_continuable(settings, Path(corpus), Path(tokenizer), out)  # on every process: all stop alike
         tokens = out / "tokens"
         if world.is_main:

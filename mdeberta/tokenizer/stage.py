@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from ..corpora.contract import require_finished_corpus
 from ..manifest import MANIFEST, is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .card import write_model_card
@@ -43,6 +44,7 @@ class TokenizerStage:
                  echo: Callable[[str], None] = print):
         self.settings = settings
         self.corpus = Path(corpus)
+        require_finished_corpus(self.corpus)
         self.out = Path(out)
         self.work = self.out / WORK
         self.progress = progress
