@@ -31,6 +31,7 @@ import pandas as pd
 
 from .corpora.settings import CorpusSettings
 from .errors import UserError
+from .locking import output_lock
 from .manifest import MANIFEST, write_json_atomic
 from .model import SHARING
 from .pretrain.settings import PretrainSettings
@@ -284,7 +285,10 @@ class Pipeline:
     # ------------------------------------------------------------------------------------ run
 
     def run(self) -> int:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        with output_lock(self.workdir):
+            return self._run()
+
+    def _run(self) -> int:
         results = [StageResult(step.stage, step.label, step.folder) for step in self.steps]
         redo_all, redo_chains = False, set()
         status = 0

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..locking import output_lock
 from ..manifest import is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .clean import CleanBatch, DocumentCleaner
@@ -163,9 +164,14 @@ class CorpusStage:
 
     def run(self, shard_index: int | None = None, num_shards: int = 1, merge_only: bool = False,
             force: bool = False, dedup_task: int | None = None) -> int:
-        """Returns the exit status: 0 when every shard succeeded, 1 when some failed."""
-        started = time.time()
+        """Returns the exit status: 0 when every shard succeeded, 1 when some failed. The jobs of a
+        cluster array share the output folder; any other run has it to itself."""
         one_job = shard_index is not None or dedup_task is not None  # one job of a cluster array
+        with output_lock(self.out, shared=one_job):
+            return self._run(shard_index, num_shards, merge_only, force, dedup_task, one_job)
+
+    def _run(self, shard_index, num_shards, merge_only, force, dedup_task, one_job) -> int:
+        started = time.time()
         if not force and not one_job and is_complete(self.out, self.fingerprints, self.output_settings):
             _log(f"corpus: {self.out} is up to date with these inputs and settings; nothing to do (--force redoes it)")
             return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..corpora.contract import require_finished_corpus
 from ..distributed import close_world, init_world
 from ..errors import UserError
+from ..locking import output_lock
 from ..manifest import write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .checkpoint import latest_intact_checkpoint
@@ -29,8 +30,13 @@ class ChangedInputsError(UserError):
 
 def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path, resume: bool = False,
                     progress: bool = True) -> int:
+    with output_lock(out):
+        return _run_pretraining(settings, Path(corpus), Path(tokenizer), Path(out), resume, progress)
+
+
+def _run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path, resume: bool,
+                     progress: bool) -> int:
     started = time.time()
-    out = Path(out)
     world = init_world(settings.precision)
     try:
         require_finished_corpus(corpus)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..corpora.contract import require_finished_corpus
+from ..locking import output_lock
 from ..manifest import MANIFEST, is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .card import write_model_card
@@ -61,6 +62,10 @@ class TokenizerStage:
                 for f in files]
 
     def run(self, force: bool = False) -> int:
+        with output_lock(self.out):
+            return self._run(force)
+
+    def _run(self, force: bool) -> int:
         started = time.time()
         if not force and is_complete(self.out, self.inputs, self.output_settings):
             _log(f"tokenizer: {self.out} is up to date with this corpus and these settings; nothing to do "

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..locking import output_lock
 from ..manifest import MANIFEST, file_stamp, is_complete, package_versions, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .batching import Encoded, concat, encode
@@ -146,6 +147,10 @@ class XnliRun:
         return any(inputs != self.inputs for inputs in recorded)
 
     def run(self, force: bool = False) -> int:
+        with output_lock(self.out):
+            return self._run(force)
+
+    def _run(self, force: bool) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # one bar per weight file read or written
