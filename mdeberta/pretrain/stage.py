@@ -30,6 +30,7 @@ class ChangedInputsError(UserError):
 
 def run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, out: Path, resume: bool = False,
                     progress: bool = True) -> int:
+    require_finished_corpus(corpus)
     with output_lock(out):
         return _run_pretraining(settings, Path(corpus), Path(tokenizer), Path(out), resume, progress)
 
@@ -39,17 +40,16 @@ def _run_pretraining(settings: PretrainSettings, corpus: Path, tokenizer: Path, 
     started = time.time()
     world = init_world(settings.precision)
     try:
-        require_finished_corpus(corpus)
-        check_continuable(settings, Path(corpus), Path(tokenizer), out)  # on every process: all stop alike
+        check_continuable(settings, corpus, tokenizer, out)  # on every process: all stop alike
         tokens = out / "tokens"
         if world.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out / "settings.json", asdict(settings))
-            tokenize_corpus(Path(corpus), Path(tokenizer), tokens, langs=settings.langs or None,
+            tokenize_corpus(corpus, tokenizer, tokens, langs=settings.langs or None,
                             validation_fraction=settings.validation_fraction, workers=settings.tokenize_workers,
                             progress=progress)
         world.wait_for_main()
-        status = Pretrainer(settings, tokens, Path(tokenizer), out, world, progress).train(resume)
+        status = Pretrainer(settings, tokens, tokenizer, out, world, progress).train(resume)
         if status == 0 and world.is_main:
             inputs = [{"corpus": str(corpus), "tokenizer": str(tokenizer)}]
             write_manifest(out, "pretrain", inputs, output_settings(settings), started,
