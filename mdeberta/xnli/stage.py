@@ -147,21 +147,18 @@ class XnliRun:
         return any(inputs != self.inputs for inputs in recorded)
 
     def run(self, force: bool = False) -> int:
-        with output_lock(self.out):
-            return self._run(force)
-
-    def _run(self, force: bool) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # one bar per weight file read or written
         started = time.time()
         inputs = [self.inputs]
         settings = output_settings(self.settings)
-        runtime = init_world(self.settings.precision)
-        try:
-            return self._run(runtime, inputs, settings, started, force)
-        finally:
-            close_world(runtime)
+        with output_lock(self.out):
+            runtime = init_world(self.settings.precision)
+            try:
+                return self._run(runtime, inputs, settings, started, force)
+            finally:
+                close_world(runtime)
 
     def _run(self, runtime: World, inputs: list[dict], settings: dict, started: float, force: bool) -> int:
         if not force and is_complete(self.out, inputs, settings):
