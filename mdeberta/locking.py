@@ -1,5 +1,6 @@
-"""One run per output folder: an OS file lock (``flock``) on ``DIR/.lock``. The kernel releases it
-when its process ends, however it ends, so a killed run never leaves a stale lock behind."""
+"""One run per output folder: an OS file lock (``flock``) on the folder itself. The kernel
+releases it when its process ends, however it ends, so a killed run never leaves a stale lock.
+While it is held, ``DIR/.lock`` names the holding process (for the refusal's message)."""
 
 from __future__ import annotations
 
@@ -37,16 +38,23 @@ def folder_lock(folder: str | Path, shared: bool = False):
     if fcntl is None:
         yield
         return
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    note = folder / LOCK
+    fd = os.open(folder, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            try:
+                holder = note.read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
             raise FolderInUseError(f"{folder} is in use by another mdeberta run (process {holder}); wait for it "
                                    "to end or choose another output folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        note.write_text(str(os.getpid()))
+        try:
+            yield
+        finally:
+            if not shared:  # the jobs of an array end in any order: theirs is left to the next run
+                note.unlink(missing_ok=True)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
