@@ -339,8 +339,8 @@ class CorpusStage:
         """Runs the dedup tasks not yet done for these very shards."""
         missing = [s.name for s in shards if not self._keys_sorted(s)]
         if missing:
-            raise StageError(f"--dedup-task: the keys of {len(missing)} shard(s) are not sorted yet, e.g. "
-                             f"{missing[0]}; run their --shard-index jobs first")
+            raise StageError(f"the keys of {len(missing)} shard(s) are not sorted yet, e.g. {missing[0]}; run "
+                             "their --shard-index jobs (or --merge, which sorts them) first")
         inputs = json.dumps([[s.index, self._clean_stats(s)["input"]] for s in shards])
         jobs = [_DedupJob(self.out, shards, task, self.dedup_tasks, inputs) for task in tasks
                 if (_read_json(self.layout.repeats_done(task, self.dedup_tasks)) or {}).get("inputs") != inputs]
@@ -380,6 +380,7 @@ class CorpusStage:
             lines.append(f"\n{len(failed)} of {len(self.shards)} shards failed; fix them and rerun: "
                          "finished shards are kept.")
         self.echo("\n".join(lines))
+
 
 @dataclass
 class ShardDuplicates:

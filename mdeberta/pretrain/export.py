@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..locking import output_lock
 from ..manifest import write_json_atomic
 from .checkpoint import TOKENIZER_FILES, checkpoint_fingerprint, load_model, require_intact
 
@@ -18,8 +19,12 @@ def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
     ``out`` is touched. ``export.json`` records the checkpoint's fingerprint, which tells a rerun
     whether the checkpoint was replaced since (its path alone does not)."""
     checkpoint, out = require_intact(Path(checkpoint)), Path(out)
+    with output_lock(out):
+        return _export(checkpoint, out)
+
+
+def _export(checkpoint: Path, out: Path) -> dict[str, Path]:
     model = load_model(checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
     folders = {}
     for name, export in (("discriminator", model.export_discriminator), ("generator", model.export_generator)):
         tmp = out / f"{name}.tmp"
