@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
+from .storage import writing
 
 try:
     import fcntl
@@ -34,7 +35,8 @@ def folder_lock(folder: str | Path, shared: bool = False):
     cluster array (which write apart from each other) but with no exclusive run. A run that
     finds the folder held refuses at once, naming the process holding it."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
         return
@@ -50,7 +52,8 @@ def folder_lock(folder: str | Path, shared: bool = False):
                 holder = "unknown"
             raise FolderInUseError(f"{folder} is in use by another mdeberta run (process {holder}); wait for it "
                                    "to end or choose another output folder") from None
-        note.write_text(str(os.getpid()))
+        with writing(note):
+            note.write_text(str(os.getpid()))
         try:
             yield
         finally:

@@ -8,12 +8,13 @@ rerun would cost more than the check saves.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .storage import write_text_atomic
 
 MANIFEST = "manifest.json"
 
@@ -62,7 +63,4 @@ def file_stamp(path: Path) -> dict:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary name and rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import writing
+
 ROW_BITS = 40  # rows per shard < 2^40; shard indexes < 2^24
 CHUNK = 1 << 19  # keys sorted together in a shard's key file: 4 MB, sorted in cache (35 ns a key; 2M: 58)
 FENCE = 1024  # keys per block of a chunk, found through the fence and read whole
@@ -47,9 +49,10 @@ def positions(shard_index: int, count: int) -> np.ndarray:
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    with writing(path, array.nbytes, partial=tmp):
+        with tmp.open("wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
 
 
 def _fence_path(path: Path) -> Path:

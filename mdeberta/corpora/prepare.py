@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
 from collections import deque
@@ -40,6 +39,8 @@ from ..errors import UserError
 from ..locking import output_lock
 from ..manifest import is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
+from ..storage import writing
+from ..workers import available_cores, quiet_after_kill, start_worker
 from .clean import CleanBatch, DocumentCleaner
 from . import dedup
 from .contract import WORK
@@ -63,10 +64,6 @@ OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", 
 
 class StageError(UserError):
     """A problem with the stage as a whole (settings, work folder); the message says what to do."""
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _log(message: str) -> None:
@@ -114,15 +111,9 @@ def _read_json(path: Path) -> dict | None:
 _cleaner: DocumentCleaner | None = None
 
 
-def _ignore_interrupts() -> None:
-    """Ctrl-C reaches the whole process group; the main process alone handles it (it stops the
-    pool and reports), so workers do not each print a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _init_worker(settings: CorpusSettings, langs: list[str]) -> None:
     global _cleaner
-    _ignore_interrupts()
+    start_worker()
     _cleaner = DocumentCleaner(settings, langs)
 
 
@@ -261,6 +252,7 @@ class CorpusStage:
         started, bytes_read = time.time(), 0
         pool = None
         if self.workers > 1:
+            quiet_after_kill()
             pool = multiprocessing.get_context("spawn").Pool(self.workers, _init_worker, (self.settings, self.langs))
             run = lambda tasks: _ordered_parallel(pool, _clean_batch, tasks, 2 * self.workers)  # noqa: E731
         else:
@@ -303,15 +295,12 @@ class CorpusStage:
         path = self.layout.clean(shard)
         tmp = path.with_name(path.name + ".tmp")
         tally = Tally()
-        try:
+        with writing(path, shard.fingerprint().get("bytes"), partial=tmp, approximate=True):
             with pq.ParquetWriter(tmp, CLEAN_SCHEMA, use_dictionary=DICTIONARY_COLUMNS) as writer:
                 for batch in run(self._batches(shard)):
                     tally.update(batch.tally)
                     writer.write_table(batch.table(CLEAN_SCHEMA))
                     yield batch
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         if tally.notes["documents_read"] == 0:
             tmp.unlink(missing_ok=True)
             raise InputError(f"{shard.name}: empty input, no documents in it")
@@ -324,7 +313,8 @@ class CorpusStage:
         """``work`` over ``jobs`` in worker processes (in this one with one worker), in order."""
         bar = dict(total=len(jobs), desc=desc, unit=unit, disable=None if self.progress and jobs else True)
         if self.workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(jobs)), _ignore_interrupts) as pool:
+            quiet_after_kill()
+            with multiprocessing.get_context("spawn").Pool(min(self.workers, len(jobs)), start_worker) as pool:
                 return list(tqdm(pool.imap(work, jobs), **bar))
         return [work(job) for job in tqdm(jobs, **bar)]
 
@@ -359,13 +349,13 @@ class CorpusStage:
         for folder in sorted(p for p in self.out.iterdir() if p.is_dir() and p.name != WORK):
             target = self.out / f"{folder.name}.txt"
             tmp = target.with_name(target.name + ".tmp")
-            with tmp.open("w", encoding="utf-8") as f:
-                for shard in shards:
-                    part = self.layout.part(folder.name, shard)
-                    if part.is_file():
+            parts = [part for shard in shards if (part := self.layout.part(folder.name, shard)).is_file()]
+            with writing(target, sum(map(uncompressed_bytes, parts)), partial=tmp, approximate=True):
+                with tmp.open("w", encoding="utf-8") as f:
+                    for part in parts:
                         for text in pq.read_table(part, columns=["text"]).column("text").to_pylist():
                             f.write(text + "\n\n")
-            os.replace(tmp, target)
+                os.replace(tmp, target)
 
     def _print_summary(self, languages, reasons, tally: Tally, failed: dict[str, str]) -> None:
         table = languages[["kept_documents", "kept_paragraphs", "kept_characters",
@@ -456,11 +446,12 @@ def _write_shard(job: _WriteJob) -> Tally:
         (out / stale).unlink(missing_ok=True)
 
     too_short = ParagraphFilter(settings).too_short
-    tally, writers = Tally(), {}
-    parquet = pq.ParquetFile(layout.clean(shard))
+    tally = Tally()
+    parts = _LanguageParts(layout, shard)
     doc_at = paragraph_at = 0
-    try:
-        for table in parquet.iter_batches(WRITE_CHUNK_DOCS, columns=["id", "text", "lang", "lang_score"]):
+    with parts:
+        for table in pq.ParquetFile(layout.clean(shard)).iter_batches(WRITE_CHUNK_DOCS,
+                                                                      columns=["id", "text", "lang", "lang_score"]):
             table = pa.Table.from_batches([table])
             paragraphs = pc.count_substring(table.column("text"), "\n").to_numpy() + 1
             documents = _ShardChunk(table, paragraphs, decision.duplicate_docs[doc_at:doc_at + len(paragraphs)],
@@ -468,23 +459,64 @@ def _write_shard(job: _WriteJob) -> Tally:
             doc_at += len(paragraphs)
             paragraph_at += paragraphs.sum()
             for lang, part in documents.apply(too_short, tally).items():
-                if lang not in writers:
-                    path = layout.part(lang, shard)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    writers[lang] = pq.ParquetWriter(path.with_name(path.name + ".tmp"), OUTPUT_SCHEMA,
-                                                     use_dictionary=DICTIONARY_COLUMNS)
-                writers[lang].write_table(part.append_column("source", pa.repeat(shard.name, part.num_rows)))
+                parts.write(lang, part.append_column("source", pa.repeat(shard.name, part.num_rows)))
             pa.default_memory_pool().release_unused()  # Arrow's allocator would keep every chunk's pages
-    finally:
-        for writer in writers.values():
-            writer.close()
-    files = []
-    for lang in writers:
-        path = layout.part(lang, shard)
-        os.replace(path.with_name(path.name + ".tmp"), path)
-        files.append(str(path.relative_to(out)))
+    files = [str(path.relative_to(out)) for path in parts.publish()]
     write_json_atomic(layout.written(shard), {"digest": digest, "files": files, "tally": tally.to_json()})
     return tally
+
+
+def uncompressed_bytes(parquet: Path) -> int:
+    """The data size of a parquet file before compression: what its text takes written out."""
+    metadata = pq.ParquetFile(parquet).metadata
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+class _LanguageParts:
+    """One shard's ``<lang>/part-NNNNN.parquet`` files, written under temporary names. A write the
+    system refuses names the part; on any failure every temporary part is removed."""
+
+    def __init__(self, layout: Layout, shard: InputShard):
+        self.layout, self.shard = layout, shard
+        self.needed = uncompressed_bytes(layout.clean(shard))  # at most what the shard's parts take
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def _tmp(self, lang: str) -> Path:
+        path = self.layout.part(lang, self.shard)
+        return path.with_name(path.name + ".tmp")
+
+    def write(self, lang: str, table: pa.Table) -> None:
+        with writing(self.layout.part(lang, self.shard), self.needed, approximate=True):
+            if lang not in self.writers:
+                self._tmp(lang).parent.mkdir(parents=True, exist_ok=True)
+                self.writers[lang] = pq.ParquetWriter(self._tmp(lang), OUTPUT_SCHEMA,
+                                                      use_dictionary=DICTIONARY_COLUMNS)
+            self.writers[lang].write_table(table)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            for lang, writer in self.writers.items():
+                with writing(self.layout.part(lang, self.shard), self.needed, approximate=True):
+                    writer.close()
+        except Exception:
+            if kind is None:  # else the error that stopped the writing is the one to report
+                self._remove_all()
+                raise
+        if kind is not None:
+            self._remove_all()
+
+    def _remove_all(self) -> None:
+        for lang in self.writers:
+            self._tmp(lang).unlink(missing_ok=True)
+
+    def publish(self) -> list[Path]:
+        """Renames every finished part to its final name."""
+        for lang in self.writers:
+            os.replace(self._tmp(lang), self.layout.part(lang, self.shard))
+        return [self.layout.part(lang, self.shard) for lang in self.writers]
 
 
 class _ShardChunk:

@@ -6,11 +6,13 @@ reason, so kept + dropped add up to what was read; the tests hold the stage to t
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+
+from ..manifest import write_json_atomic
+from ..storage import write_text_atomic
 
 COUNTS = ("documents", "paragraphs", "characters")
 UNKNOWN_LANGUAGE = "und"  # dropped before language identification
@@ -65,7 +67,7 @@ def reason_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_stats(out: Path, tally: Tally, failed: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = tally.frame()
-    frame.to_csv(out / "stats.csv", index=False)
+    write_text_atomic(out / "stats.csv", frame.to_csv(index=False))
     languages, reasons = language_summary(frame), reason_summary(frame)
     report = {
         "languages": languages.reset_index().to_dict(orient="records"),
@@ -74,5 +76,5 @@ def write_stats(out: Path, tally: Tally, failed: dict[str, str]) -> tuple[pd.Dat
         "notes": dict(tally.notes),
         "failed_shards": failed,
     }
-    (out / "stats.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(out / "stats.json", report)
     return languages, reasons

@@ -12,7 +12,6 @@ zero rows has no value. The same pairs are used for every table.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..manifest import write_json_atomic
 from .checkpoint import load_model, require_intact
 from .data import TokenStreams
 from .tokens import INVENTORY, TokenStreamsError
@@ -95,4 +95,4 @@ def embedding_statistics(checkpoint: Path, pairs: int = 100_000, seed: int = 0, 
 
 def write_statistics(frame: pd.DataFrame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(frame.to_dict(orient="records"), indent=1) + "\n", encoding="utf-8")
+    write_json_atomic(out, frame.to_dict(orient="records"))

@@ -31,6 +31,7 @@ from transformers import DebertaV2Config
 from ..distributed import restore_rng_states, rng_states
 from ..errors import UserError
 from ..manifest import file_stamp, write_json_atomic
+from ..storage import require_room, tensor_bytes, writing
 from ..model import RTDModel
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -145,24 +146,35 @@ def checkpoint_fingerprint(checkpoint: Path) -> dict:
 
 def save_checkpoint(root: Path, step: int, model: RTDModel, updates, data_state: dict,
                     settings, tokenizer: Path, keep: int, skipped_steps: int = 0, world_size: int = 1) -> Path:
-    """``updates``: the run's optimizer steps (named, each with its optimizer and scheduler)."""
+    """``updates``: the run's optimizer steps (named, each with its optimizer and scheduler). A
+    checkpoint that cannot fit is refused before any of it is written; one the disk refuses midway
+    is removed, and the error names the file."""
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
-    write_json_atomic(tmp / "model.json", rtd_description(model))
-    torch.save({"step": step, "skipped_steps": skipped_steps, "world_size": world_size,
-                "optimizers": {update.name: update.optimizer.state_dict() for update in updates},
-                "schedulers": {update.name: update.scheduler.state_dict() for update in updates}, "rng": rng_states()},
-               tmp / "training_state.pt")
-    write_json_atomic(tmp / "data_state.json", data_state)
-    write_json_atomic(tmp / "settings.json", asdict(settings))
-    (tmp / "tokenizer").mkdir()
-    for name in TOKENIZER_FILES:
-        if (tokenizer / name).is_file():
-            shutil.copy2(tokenizer / name, tmp / "tokenizer" / name)
-    write_json_atomic(tmp / RECORD, _record(tmp))
+    training_state = {"step": step, "skipped_steps": skipped_steps, "world_size": world_size,
+                      "optimizers": {update.name: update.optimizer.state_dict() for update in updates},
+                      "schedulers": {update.name: update.scheduler.state_dict() for update in updates},
+                      "rng": rng_states()}
+    tokenizer_files = [tokenizer / name for name in TOKENIZER_FILES if (tokenizer / name).is_file()]
+    needed = (tensor_bytes(model.state_dict()) + tensor_bytes(training_state)
+              + sum(path.stat().st_size for path in tokenizer_files))
+    root.mkdir(parents=True, exist_ok=True)
+    require_room(root, needed, f"checkpoint step-{step}")
+    with writing(tmp, needed, partial=tmp):
+        tmp.mkdir()
+        with writing(tmp / "model.safetensors", tensor_bytes(model.state_dict())):
+            safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
+        write_json_atomic(tmp / "model.json", rtd_description(model))
+        with writing(tmp / "training_state.pt", tensor_bytes(training_state)), \
+                open(tmp / "training_state.pt", "wb") as file:  # a file object: torch then raises the OSError
+            torch.save(training_state, file)
+        write_json_atomic(tmp / "data_state.json", data_state)
+        write_json_atomic(tmp / "settings.json", asdict(settings))
+        (tmp / "tokenizer").mkdir()
+        for path in tokenizer_files:
+            shutil.copy2(path, tmp / "tokenizer" / path.name)
+        write_json_atomic(tmp / RECORD, _record(tmp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for _, old in checkpoints(root)[:-keep]:

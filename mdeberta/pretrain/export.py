@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..locking import output_lock
 from ..manifest import write_json_atomic
+from ..storage import tensor_bytes, writing
 from .checkpoint import TOKENIZER_FILES, checkpoint_fingerprint, load_model, require_intact
 
 
@@ -29,10 +30,11 @@ def _export(checkpoint: Path, out: Path) -> dict[str, Path]:
     for name, export in (("discriminator", model.export_discriminator), ("generator", model.export_generator)):
         tmp = out / f"{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        export(tmp)
-        for file in TOKENIZER_FILES:
-            if (checkpoint / "tokenizer" / file).is_file():
-                shutil.copy2(checkpoint / "tokenizer" / file, tmp / file)
+        with writing(out / name, tensor_bytes(model.state_dict()), partial=tmp, approximate=True):
+            export(tmp)
+            for file in TOKENIZER_FILES:
+                if (checkpoint / "tokenizer" / file).is_file():
+                    shutil.copy2(checkpoint / "tokenizer" / file, tmp / file)
         shutil.rmtree(out / name, ignore_errors=True)
         folders[name] = tmp.rename(out / name)
     write_json_atomic(out / "export.json", {"checkpoint": str(checkpoint.resolve()),

@@ -26,7 +26,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -45,8 +44,9 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..manifest import write_json_atomic
+from ..storage import WriteError, reserve_disk, writing
 from ..tokenizer.sampling import TEXT_COLUMN, CorpusError, language_shards
-from ..tokenizer.train import available_cores
+from ..workers import available_cores, quiet_after_kill, start_worker
 
 INVENTORY = "tokens.json"
 VALID = "valid"
@@ -157,7 +157,7 @@ def _start_worker(model: str, progress_queue) -> None:
 
 def _start_worker_process(model: str, progress_queue) -> None:
     """Ctrl-C is the parent's to handle (it cancels the pool); finished shards stay finished."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    start_worker()
     _start_worker(model, progress_queue)
 
 
@@ -193,8 +193,9 @@ class _SplitWriter:
 
     def __init__(self, task: ShardTask, split: str):
         self.task, self.split = task, split
-        self.tmp = task.output(split, ".bin.tmp")
-        self.file = open(self.tmp, "wb")
+        self.path, self.tmp = task.output(split, ".bin"), task.output(split, ".bin.tmp")
+        with writing(self.path):
+            self.file = open(self.tmp, "wb")
         self.lengths: list[np.ndarray] = []
 
     def add(self, documents: list[list[int]]) -> int:
@@ -203,7 +204,9 @@ class _SplitWriter:
             return 0
         lengths = np.fromiter(map(len, documents), dtype=OFFSET_DTYPE, count=len(documents))
         total = int(lengths.sum())
-        self.file.write(np.fromiter(chain.from_iterable(documents), dtype=TOKEN_DTYPE, count=total).tobytes())
+        data = np.fromiter(chain.from_iterable(documents), dtype=TOKEN_DTYPE, count=total).tobytes()
+        with writing(self.path, len(data)):
+            self.file.write(data)
         self.lengths.append(lengths)
         return total
 
@@ -212,13 +215,15 @@ class _SplitWriter:
         self.tmp.unlink(missing_ok=True)
 
     def finish(self) -> None:
-        self.file.close()
+        with writing(self.path):
+            self.file.close()
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, OFFSET_DTYPE)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(OFFSET_DTYPE)
-        index_tmp = self.task.output(self.split, ".idx.tmp.npy")
-        np.save(index_tmp, offsets)
-        os.replace(self.tmp, self.task.output(self.split, ".bin"))
-        os.replace(index_tmp, self.task.output(self.split, ".idx.npy"))
+        index, index_tmp = self.task.output(self.split, ".idx.npy"), self.task.output(self.split, ".idx.tmp.npy")
+        with writing(index, offsets.nbytes, partial=index_tmp):
+            np.save(index_tmp, offsets)
+        os.replace(self.tmp, self.path)
+        os.replace(index_tmp, index)
 
 
 def read_documents(source: Path) -> Iterator[tuple[list[str], list, int]]:
@@ -266,12 +271,12 @@ def tokenize_shard(task: ShardTask) -> None:
             counts["text_bytes"] += text_bytes
             if progress is not None:
                 progress.put((text_bytes, len(texts), batch_tokens))
-    except CorpusError:
+        for writer in writers.values():
+            writer.finish()
+    except BaseException:
         for writer in writers.values():
             writer.discard()
         raise
-    for writer in writers.values():
-        writer.finish()
     write_json_atomic(task.summary, {"inputs": task.inputs(), **counts, "first_key": first[0], "first_doc": first[1]})
 
 
@@ -412,6 +417,7 @@ def _run_here(tasks: list[ShardTask], model: Path, workers: int, bar: _ProgressB
 
 def _run_in_processes(tasks: list[ShardTask], model: Path, workers: int, bar: _ProgressBar) -> list[BaseException]:
     context = get_context("spawn")  # never fork a parent that may hold torch's threads
+    quiet_after_kill()
     updates = context.Queue()
     failures = []
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker_process,
@@ -430,8 +436,9 @@ def _run_in_processes(tasks: list[ShardTask], model: Path, workers: int, bar: _P
 
 
 def _raise_first_bug_or_all_bad_shards(failures: list[BaseException]) -> None:
-    """The other shards are finished and kept, so a rerun after fixing the named ones redoes only those."""
-    bugs = [error for error in failures if not isinstance(error, UserError)]
+    """The other shards are finished and kept, so a rerun after fixing the named ones redoes only those.
+    A refused write is not the shard's fault: the first is reported alone."""
+    bugs = [error for error in failures if not isinstance(error, UserError) or isinstance(error, WriteError)]
     if bugs:
         raise bugs[0]
     if failures:
@@ -519,10 +526,12 @@ def _write_stream(out: Path, lang: str, split: str, parts: list[Part]) -> None:
     bin_path, idx_path = stream_path(out, lang, split), index_path(out, lang, split)
     bin_tmp, idx_tmp = bin_path.with_name(bin_path.name + ".tmp"), idx_path.with_name(idx_path.name + ".tmp.npy")
     docs = sum(len(offsets) - 1 for _, offsets in parts)
-    index = np.lib.format.open_memmap(idx_tmp, mode="w+", dtype=OFFSET_DTYPE, shape=(docs + 1,))
+    with writing(idx_path, (docs + 1) * np.dtype(OFFSET_DTYPE).itemsize, partial=idx_tmp):
+        index = np.lib.format.open_memmap(idx_tmp, mode="w+", dtype=OFFSET_DTYPE, shape=(docs + 1,))
+        reserve_disk(idx_tmp)
     index[0] = written = filled = 0
     chunk = 1 << 24
-    with open(bin_tmp, "wb") as stream:
+    with writing(bin_path, sum(tokens.nbytes for tokens, _ in parts), partial=bin_tmp), open(bin_tmp, "wb") as stream:
         for tokens, offsets in parts:
             chunks = range(0, len(tokens), chunk)
             stream.writelines(np.asarray(tokens[start:start + chunk]).tobytes() for start in chunks)

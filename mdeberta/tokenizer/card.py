@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..storage import write_text_atomic
+
 NORMALIZATION_NOTES = {
     "controls": "Tabs and line breaks become spaces, other control characters are removed, runs of "
                 "spaces become one; no Unicode folding (the corpus stage wrote NFC text).",
@@ -35,4 +37,4 @@ def write_model_card(out: Path, *, corpus: Path, settings, sample_stats: dict, p
         long_lines_split=sum(s["long_lines_split"] for s in sample_stats["languages"].values()),
         alpha=settings.alpha, sample_table=sample_table(sample_stats), report_lines=settings.report_lines,
         fit_table=fit_markdown, out=out)
-    (out / "README.md").write_text(text, encoding="utf-8")
+    write_text_atomic(out / "README.md", text)

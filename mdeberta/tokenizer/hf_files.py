@@ -15,6 +15,7 @@ from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
+from ..storage import write_text_atomic
 from .normalization import hf_normalizer
 
 PAD, CLS, SEP, UNK, MASK = "[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"
@@ -87,8 +88,8 @@ def write_hf_files(model_path: Path, out: Path, model_max_length: int) -> int:
     tokenizer = build_tokenizer(proto)
     mask_id = tokenizer.token_to_id(MASK)
     assert mask_id == len(proto.pieces), (mask_id, len(proto.pieces))
-    tokenizer.save(str(out / "tokenizer.json"))
+    write_text_atomic(out / "tokenizer.json", tokenizer.to_str(pretty=True))
     for name, data in (("tokenizer_config.json", tokenizer_config(model_max_length)),
                        ("special_tokens_map.json", special_tokens_map())):
-        (out / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(out / name, json.dumps(data, indent=2) + "\n")
     return mask_id

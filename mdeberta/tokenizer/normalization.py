@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tokenizers import Regex, normalizers
 
+from ..storage import write_text_atomic
+
 # Whitespace controls become spaces (then collapse like any space); the other C0/C1 controls
 # are removed. NUL cannot be a key of SentencePiece's map, so it stays (and is spelled in bytes).
 _WHITESPACE_CONTROLS = "\t\n\x0b\x0c\r\x85"
@@ -36,7 +38,7 @@ def spm_normalization_options(name: str, work: Path) -> dict:
     """Trainer options that select the normalisation ``name``."""
     if name == "controls":
         path = work / "normalization_rules.tsv"
-        path.write_text(control_rules(), encoding="utf-8")
+        write_text_atomic(path, control_rules())
         return {"normalization_rule_tsv": str(path)}
     return {"normalization_rule_name": name}
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..manifest import write_json_atomic
+from ..storage import write_text_atomic
 
 # Scripts written without spaces between words: fertility is counted per character there.
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "km", "my", "bo", "yue", "wuu"}
@@ -82,7 +83,7 @@ def write_report(out: Path, tables: dict[str, pd.DataFrame], lines_source: str) 
     write_json_atomic(out / "report.json", data)
     markdown = render_markdown(tables) + f"\n\nLines: {lines_source}. Tokenizers: " + \
         "; ".join(f"`{name}`" for name in names) + ".\n"
-    (out / "report.md").write_text(markdown, encoding="utf-8")
+    write_text_atomic(out / "report.md", markdown)
     return markdown
 
 

@@ -8,6 +8,7 @@ says nothing useful.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import Callable
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..storage import WriteError, write_bytes_atomic, write_text_atomic
+from ..workers import available_cores
 from .hf_files import CLS, PAD, SEP, UNK
 from .normalization import spm_normalization_options
 from .settings import TokenizerSettings
@@ -54,10 +58,6 @@ class TrainResult:
     requested: int
     extremely_large_corpus: bool
     threads: int
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def available_memory() -> int:
@@ -99,7 +99,6 @@ def check_memory(characters: int, sentences: int, max_memory_gib: float) -> None
 
 def trainer_options(settings: TokenizerSettings, work: Path, characters: int, hard_limit: bool) -> dict:
     return {
-        "model_prefix": str(work / "spm"),
         "model_type": "unigram",
         "vocab_size": settings.vocab_size,
         "character_coverage": settings.character_coverage,
@@ -122,19 +121,31 @@ _SIZE = re.compile(r"\bsize=(\d+)")
 
 def train_sentencepiece(lines: list[str], characters: int, settings: TokenizerSettings, work: Path,
                         progress: bool = True, warn: Callable[[str], None] = print) -> TrainResult:
-    """Train ``work/spm.model`` on the sample; SentencePiece's log goes to ``work/spm_train.log``."""
+    """Train ``work/spm.model`` on the sample; SentencePiece's log goes to ``work/spm_train.log``.
+    The model comes back in memory and is written here, so a refused write is reported as such."""
     options = trainer_options(settings, work, characters, hard_limit=not settings.allow_smaller_vocab)
-    log = work / "spm_train.log"
+    model = io.BytesIO()
     try:
-        with _trainer_log(log, progress) as _:
-            spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), **options)
+        with _trainer_log(work / "spm_train.log", progress):
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **options)
     except RuntimeError as err:
         raise _explain(err, settings) from None
+    write_bytes_atomic(work / "spm.model", _without_work_paths(model.getvalue()))
     pieces = spm.SentencePieceProcessor(model_file=str(work / "spm.model")).get_piece_size()
     if pieces < settings.vocab_size:
         warn(f"tokenizer: warning: the sample supports only {pieces:,} pieces, fewer than --vocab-size "
              f"{settings.vocab_size:,} (--allow-smaller-vocab); more lines or languages give more")
     return TrainResult(pieces, settings.vocab_size, options["train_extremely_large_corpus"], options["num_threads"])
+
+
+def _without_work_paths(model: bytes) -> bytes:
+    """The trainer records the path of its normalisation rules, a file of the work folder, which is
+    removed; the rules themselves are compiled into the model. Without it, the same corpus and
+    settings give the same file wherever the output folder is."""
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    proto.normalizer_spec.ClearField("normalization_rule_tsv")
+    return proto.SerializeToString()
 
 
 def _explain(err: RuntimeError, settings: TokenizerSettings) -> UserError:
@@ -164,10 +175,12 @@ def _trainer_log(path: Path, progress: bool):
     bar = tqdm(total=None, desc="tokenizer train", unit="step", dynamic_ncols=True, disable=None if progress else True,
                file=os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace"))
 
+    lines: list[str] = []
+
     def pump():
-        with open(read_end, encoding="utf-8", errors="replace") as pipe, open(path, "w", encoding="utf-8") as out:
+        with open(read_end, encoding="utf-8", errors="replace") as pipe:
             for line in pipe:
-                out.write(line)
+                lines.append(line)
                 size = _SIZE.search(line)
                 if size or "Loaded all" in line or "Saving model" in line:
                     bar.update(1)
@@ -177,10 +190,19 @@ def _trainer_log(path: Path, progress: bool):
     thread.start()
     os.dup2(write_end, 2)
     os.close(write_end)
+    failed = False
     try:
         yield path
+    except BaseException:
+        failed = True
+        raise
     finally:
         os.dup2(saved, 2)  # closes the pipe's last write end, so the pump sees end of file
         os.close(saved)
         thread.join()
         bar.close()
+        try:  # written here, not by the pump: a refused write must not stop it draining the pipe
+            write_text_atomic(path, "".join(lines))
+        except WriteError:
+            if not failed:  # else the training's own error is the one to report
+                raise

@@ -16,6 +16,7 @@ import pandas as pd
 from ..corpora.languages import XNLI_LANGUAGES
 from ..errors import UserError
 from ..manifest import write_json_atomic
+from ..storage import write_text_atomic
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "eval" / "xnli_published.csv"
 COMPARED = ("mDeBERTaV3 base", "XLM-R base")
@@ -40,9 +41,7 @@ def write_predictions(run_dir: Path, setting: str, seed: int, split: str, lang: 
                       predictions: list[int]) -> None:
     path = prediction_path(run_dir, setting, seed, split, lang)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame({"label": labels, "prediction": predictions}).rename_axis("pair").to_csv(tmp)
-    tmp.replace(path)
+    write_text_atomic(path, pd.DataFrame({"label": labels, "prediction": predictions}).rename_axis("pair").to_csv())
 
 
 def _run_records(run_dir: Path) -> list[dict]:

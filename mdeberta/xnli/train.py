@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..errors import UserError
 from ..optim import adamw
+from ..storage import tensor_bytes, writing
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
 from ..distributed import World
 from .settings import XnliSettings
@@ -107,8 +108,10 @@ def _epoch_batches(data: Encoded, settings: XnliSettings, seed: int, epoch: int,
 
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with writing(path, tensor_bytes(obj), partial=tmp):
+        with open(tmp, "wb") as file:  # a file object: torch then raises the system's error
+            torch.save(obj, file)
+        os.replace(tmp, path)
 
 
 def saved_identity(state_path: Path) -> dict:
@@ -123,9 +126,10 @@ def _candidate(workdir: Path, step: int) -> Path:
 def _save_candidate(model, tokenizer, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    with writing(folder, tensor_bytes(model.state_dict()), partial=tmp, approximate=True):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
 
 
 def _settle_best(workdir: Path, best_step: int) -> None:
