@@ -225,10 +225,10 @@ def _xnli_run(args: argparse.Namespace) -> int:
 
 
 def _xnli_report(args: argparse.Namespace) -> int:
-    from .xnli.report import PUBLISHED, write_report
+    from .xnli.report import PUBLISHED, markdown_table, write_report
 
     tables = write_report(args.run_dirs, args.out, args.published or PUBLISHED, args.compare)
-    print(tables["test"].to_markdown(index=False, floatfmt=".2f"))
+    print(markdown_table(tables["test"]))
     return 0
 
 

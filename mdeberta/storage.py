@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import shutil
@@ -143,3 +144,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_figure(figure, path: Path, **options) -> None:
+    """A matplotlib figure, drawn in memory and written as one file, in the format of its suffix."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip("."), **options)
+    write_bytes_atomic(path, buffer.getvalue())

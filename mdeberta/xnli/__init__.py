@@ -5,4 +5,5 @@
     train.py     the fine-tuning loop, evaluation, best-checkpoint selection, resume
     stage.py     `mdeberta xnli run`: everything above per seed, then the report
     report.py    results.csv|json|md and xnli.png from saved predictions
+    intervals.py 95% intervals: Wilson's for a run's accuracy, Student's t for a mean over seeds
 """

@@ -1,9 +1,9 @@
 """The per-language report, rebuilt from saved predictions.
 
 A run folder keeps ``predictions/<setting>/seed-<s>/{dev,test}/<lang>.csv`` (gold label and
-prediction per pair) and ``run.json`` beside them; accuracies, means over seeds and the
-comparison with the published rows are all computed here from those files, so reports of
-several runs (settings, seeds, models) can be merged without rerunning anything.
+prediction per pair) and ``run.json`` beside them; accuracies, their 95% intervals, means over
+seeds and the comparison with the published rows are all computed here from those files, so
+reports of several runs (settings, seeds, models) can be merged without rerunning anything.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import pandas as pd
 from ..corpora.languages import XNLI_LANGUAGES
 from ..errors import UserError
 from ..manifest import write_json_atomic
-from ..storage import write_text_atomic
+from ..storage import write_figure, write_text_atomic
+from .intervals import mean_interval, wilson
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "eval" / "xnli_published.csv"
 COMPARED = ("mDeBERTaV3 base", "XLM-R base")
 PREDICTIONS = "predictions"
 COLUMNS = [*XNLI_LANGUAGES, "avg"]
 KEYS = ["row", "model", "setting", "seed"]
+COUNTS = ("correct", "pairs")
 
 
 class ReportError(UserError):
@@ -45,7 +47,8 @@ def write_predictions(run_dir: Path, setting: str, seed: int, split: str, lang: 
 
 
 def _run_records(run_dir: Path) -> list[dict]:
-    """One record per (setting, seed, split, language) with its accuracy in percent."""
+    """One record per (setting, seed, split, language): pairs evaluated, how many were predicted
+    right, and the accuracy in percent."""
     root = Path(run_dir) / PREDICTIONS
     infos = sorted(root.glob("*/seed-*/run.json"))
     if not infos:
@@ -56,10 +59,13 @@ def _run_records(run_dir: Path) -> list[dict]:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         for path in sorted(info_path.parent.glob("*/*.csv")):
             table = pd.read_csv(path)
+            if table.empty:
+                raise ReportError(f"{path}: no pairs; rerun that seed (`mdeberta xnli run --force`)")
+            correct = int((table.label == table.prediction).sum())
             records.append({"run_dir": str(run_dir), "model": info["model"], "setting": info["setting"],
                             "seed": info["seed"], "training": _training(info),
                             "split": path.parent.name, "lang": path.stem,
-                            "accuracy": 100 * (table.label == table.prediction).mean()})
+                            "correct": correct, "pairs": len(table), "accuracy": 100 * correct / len(table)})
     return records
 
 
@@ -99,25 +105,60 @@ def _refuse_duplicates(records: pd.DataFrame) -> None:
                           f"{first.model}; report them separately")
 
 
+def _low(column: str) -> str:
+    return f"{column}_ci95_low"
+
+
+def _high(column: str) -> str:
+    return f"{column}_ci95_high"
+
+
+def _count(lang: str, what: str) -> str:
+    return f"{lang}_{what}"
+
+
+def _shown(table: pd.DataFrame) -> list[str]:
+    return [c for c in COLUMNS if c in table.columns]
+
+
 def _wide(records: pd.DataFrame) -> pd.DataFrame:
-    """Languages as columns; ``avg`` is the unweighted mean of the languages present."""
-    table = records.pivot_table(index=["model", "setting", "seed"], columns="lang", values="accuracy")
-    table = table.reindex(columns=[lang for lang in XNLI_LANGUAGES if lang in table.columns])
-    table["avg"] = table.mean(axis=1)
-    return table.reset_index()
+    """One row per run, languages as columns: accuracy, its Wilson interval and the counts behind
+    it. ``avg`` is the unweighted mean of the languages present; the mean of L accuracies varies
+    as one accuracy on L^2 / sum(1 / pairs) pairs (all of them when the languages have as many),
+    which gives its Wilson interval."""
+    table = records.pivot_table(index=["model", "setting", "seed"], columns="lang", values=["accuracy", *COUNTS])
+    languages = [lang for lang in XNLI_LANGUAGES if lang in table["accuracy"].columns]
+    accuracy = table["accuracy"][languages]
+    accuracy = accuracy.assign(avg=accuracy.mean(axis=1))
+    pairs = table["pairs"][languages]
+    pairs = pairs.assign(avg=pairs.notna().sum(axis=1) ** 2 / (1 / pairs).sum(axis=1))
+    low, high = wilson(accuracy / 100, pairs)
+    counts = [table[what][languages].add_suffix(f"_{what}") for what in COUNTS]  # as _count names them
+    wide = pd.concat([accuracy, 100 * low.rename(columns=_low), 100 * high.rename(columns=_high), *counts], axis=1)
+    return wide.assign(interval="Wilson").reset_index()
 
 
 def _with_summaries(runs: pd.DataFrame) -> pd.DataFrame:
     """Each seed's row, then the mean and (sample) standard deviation over seeds: blank for a
-    single seed, whose spread is unknown rather than zero."""
+    single seed, whose spread is unknown rather than zero. The mean's 95% interval is Student's t
+    over the seeds; a single seed gives none, so its mean keeps the run's Wilson interval, and
+    ``interval`` says which it is."""
+    columns = _shown(runs)
     parts = []
     for (model, setting), group in runs.groupby(["model", "setting"], sort=False):
-        values = group.drop(columns=["model", "setting", "seed"])
+        mean, std = group[columns].mean(), group[columns].std(ddof=1)
+        if len(group) > 1:
+            low, high = mean_interval(mean, std, len(group))
+            bounds = {**low.rename(_low).to_dict(), **high.rename(_high).to_dict()}
+            interval = f"t, {len(group)} seeds"
+        else:
+            bounds = {bound(c): group[bound(c)].iloc[0] for c in columns for bound in (_low, _high)}
+            interval = "Wilson, 1 seed"
         parts.append(group.assign(row="run", seed=group.seed.astype(str)))
         parts.append(pd.DataFrame([{"row": "mean", "model": model, "setting": setting, "seed": "mean",
-                                    **values.mean().to_dict()}]))
+                                    **mean.to_dict(), **bounds, "interval": interval}]))
         parts.append(pd.DataFrame([{"row": "std", "model": model, "setting": setting, "seed": "std",
-                                    **values.std(ddof=1).to_dict()}]))
+                                    **std.to_dict()}]))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -149,16 +190,24 @@ def _published_over_our_languages(published: pd.DataFrame, ours: pd.DataFrame) -
 
 def _deltas(means: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """Our mean minus each published row, per language; ``avg`` is the mean of those differences,
-    so both sides average the same languages."""
+    so both sides average the same languages. The published figures come without an uncertainty,
+    so a delta's interval is our mean's, moved by the published figure."""
     rows = []
     for _, ours in means.iterrows():
         for _, theirs in published[published.setting == ours.setting].iterrows():
             differences = {lang: ours[lang] - theirs[lang] for lang in XNLI_LANGUAGES
                            if pd.notna(ours.get(lang)) and pd.notna(theirs.get(lang))}
+            differences["avg"] = sum(differences.values()) / len(differences)
+            bounds = {bound(c): ours[bound(c)] - ours[c] + difference
+                      for c, difference in differences.items() for bound in (_low, _high)}
             rows.append({"row": "delta", "model": f"{ours.model} - {theirs.model}", "setting": ours.setting,
-                         "seed": "mean - published", **differences,
-                         "avg": sum(differences.values()) / len(differences)})
+                         "seed": "mean - published", **differences, **bounds, "interval": ours.interval})
     return pd.DataFrame(rows)
+
+
+def _significant(row: pd.Series, column: str) -> bool:
+    """Whether a delta's 95% interval excludes zero."""
+    return bool(row[_low(column)] > 0 or row[_high(column)] < 0)
 
 
 def build_tables(run_dirs: list[Path], published: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -174,8 +223,63 @@ def build_tables(run_dirs: list[Path], published: pd.DataFrame) -> dict[str, pd.
         if split == "test":
             shown = _published_over_our_languages(published, ours)
             ours = pd.concat([ours, shown, _deltas(ours[ours.row == "mean"], shown)], ignore_index=True)
-        tables[split] = ours[KEYS + [c for c in COLUMNS if c in ours.columns]]
+        tables[split] = ours[_reported(ours) + _counted(ours)]
     return tables
+
+
+def _reported(table: pd.DataFrame) -> list[str]:
+    """The columns of results.csv: accuracies, then the kind of interval and its bounds."""
+    columns = _shown(table)
+    return KEYS + columns + ["interval"] + [bound(c) for c in columns for bound in (_low, _high)]
+
+
+def _counted(table: pd.DataFrame) -> list[str]:
+    return [_count(lang, what) for what in COUNTS for lang in _shown(table) if lang != "avg"]
+
+
+def _rounded(value) -> float | None:
+    return None if pd.isna(value) else round(float(value), 4)
+
+
+def _json_records(table: pd.DataFrame) -> list[dict]:
+    """The rows of results.csv with each row's intervals as ``ci95`` ({column: [low, high]}, null
+    for a row without), per delta whether that interval excludes zero (``significant``), and per
+    run the counts behind its accuracies (``correct`` of ``pairs``)."""
+    columns = _shown(table)
+    records = []
+    for _, row in table.iterrows():
+        bounds = {c: [_rounded(row[_low(c)]), _rounded(row[_high(c)])] for c in columns if pd.notna(row[_low(c)])}
+        record = {**{key: row[key] for key in KEYS}, **{c: _rounded(row[c]) for c in columns},
+                  "interval": row.interval if pd.notna(row.interval) else None, "ci95": bounds or None}
+        if row.row == "delta":
+            record["significant"] = {c: _significant(row, c) for c in bounds}
+        if row.row == "run":
+            record |= {what: {lang: int(row[_count(lang, what)]) for lang in columns
+                              if lang != "avg" and pd.notna(row[_count(lang, what)])} for what in COUNTS}
+        records.append(record)
+    return records
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """Each figure with +- half its 95% interval's width, deltas whose interval excludes zero
+    marked *, and the kind of interval in the last column."""
+    columns = _shown(table)
+    cells = table[KEYS].copy()
+    for column in columns:
+        cells[column] = [_cell(row, column) for _, row in table.iterrows()]
+    cells["interval"] = table.interval.fillna("")
+    return cells.to_markdown(index=False, disable_numparse=True,
+                             colalign=["left"] * len(KEYS) + ["right"] * len(columns) + ["left"])
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    if pd.isna(row[column]):
+        return ""
+    figure = f"{row[column]:.2f}"
+    if pd.isna(row[_low(column)]):
+        return figure
+    mark = "*" if row.row == "delta" and _significant(row, column) else ""
+    return f"{figure}{mark} ±{(row[_high(column)] - row[_low(column)]) / 2:.2f}"
 
 
 def _markdown(tables: dict[str, pd.DataFrame], runs: list[dict]) -> str:
@@ -184,16 +288,23 @@ def _markdown(tables: dict[str, pd.DataFrame], runs: list[dict]) -> str:
              "published rows of the same setting and our mean minus each. `avg` is the unweighted mean of "
              "the languages shown in its row (for the published rows, over the languages our runs cover, "
              "so it may differ from the paper's 15-language figure by rounding). A blank standard "
-             "deviation: a single seed.", ""]
+             "deviation: a single seed.", "",
+             "`±` is half the width of the figure's 95% confidence interval (the bounds are `ci95` in "
+             "results.json). `interval` names it: `Wilson`, the Wilson score interval of the run's "
+             "pairs (for `avg`, of the pairs of all its languages); `t, k seeds`, Student's t interval of "
+             "the mean over k seeds (k - 1 degrees of freedom), which measures how seeds vary on these "
+             "test pairs; `Wilson, 1 seed`, a single seed's Wilson interval in place of one over seeds. "
+             "The published figures come without an uncertainty: a delta's interval is our mean's, moved "
+             "by the published figure.", "",
+             "`*`: a delta whose 95% interval excludes zero.", ""]
     for split, table in tables.items():
-        blanked = table.astype(object).where(table.notna(), None)  # tabulate leaves None blank, prints NaN
-        lines += [f"## {split}", "", blanked.to_markdown(index=False, floatfmt=".2f", missingval=""), ""]
+        lines += [f"## {split}", "", markdown_table(table), ""]
     lines += ["## Runs", "", pd.DataFrame(runs).to_markdown(index=False, floatfmt="g"), ""]
     return "\n".join(lines)
 
 
 def plot(test: pd.DataFrame, path: Path) -> None:
-    """One panel per setting: grouped bars per language, our mean (with the seed spread) beside
+    """One panel per setting: grouped bars per language, our mean (with its 95% interval) beside
     the published rows."""
     import matplotlib
 
@@ -206,7 +317,7 @@ def plot(test: pd.DataFrame, path: Path) -> None:
                              squeeze=False, layout="constrained")
     for ax, setting in zip(axes[:, 0], settings):
         _plot_setting(ax, setting, test[test.setting == setting], columns)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -220,13 +331,14 @@ def _plot_setting(ax, setting: str, rows: pd.DataFrame, columns: list[str]) -> N
     ends = []
     for i, (_, row) in enumerate(shown.iterrows()):
         values = row[columns].to_numpy(dtype=float)
-        errors = _seed_spread(rows, row, columns)
-        label = f"{row.model} (ours, mean)" if row.row == "mean" else f"{row.model} (published)"
+        errors = _interval_errors(row, columns)
+        label = (f"{row.model} (ours, mean; 95% interval: {row.interval})" if row.row == "mean"
+                 else f"{row.model} (published)")
         positions = [x + (i - (len(shown) - 1) / 2) * width for x in range(len(columns))]
         ax.bar(positions, values, width, yerr=errors, capsize=2, label=label,
                hatch=None if row.row == "mean" else "..", alpha=1.0 if row.row == "mean" else 0.8)
-        spread = 0.0 if errors is None else errors
-        ends += [*(values - spread), *(values + spread)]
+        below, above = (0.0, 0.0) if errors is None else errors
+        ends += [*(values - below), *(values + above)]
     low, high = pd.Series(ends).min(), pd.Series(ends).max()
     ax.set_ylim(max(0.0, 5 * ((low - 3) // 5)), min(100.0, high + 0.06 * (high - low) + 1))
     ax.set_xticks(range(len(columns)), columns)
@@ -236,12 +348,14 @@ def _plot_setting(ax, setting: str, rows: pd.DataFrame, columns: list[str]) -> N
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
-def _seed_spread(rows: pd.DataFrame, row: pd.Series, columns: list[str]):
-    """Our std over seeds as error bars; none for a published row or a single seed."""
-    std = rows[(rows.row == "std") & (rows.model == row.model)]
-    if row.row != "mean" or std.empty or std[columns].isna().all(axis=None):
+def _interval_errors(row: pd.Series, columns: list[str]):
+    """Our mean's 95% interval as error bars (below, above: Wilson's is not symmetric); none for a
+    published row, which has no published uncertainty."""
+    if row.row != "mean":
         return None
-    return std[columns].to_numpy(dtype=float)[0]
+    values = row[columns].to_numpy(dtype=float)
+    low, high = (row[[bound(c) for c in columns]].to_numpy(dtype=float) for bound in (_low, _high))
+    return [values - low, high - values]
 
 
 def _plot_title(setting: str, rows: pd.DataFrame, languages: int) -> str:
@@ -260,10 +374,10 @@ def write_report(run_dirs: list[Path], out: Path, published_path: Path = PUBLISH
     if "test" not in tables:
         raise ReportError(f"{', '.join(map(str, run_dirs))}: no test predictions found")
     runs = [_run_summary(p) for d in run_dirs for p in sorted((Path(d) / PREDICTIONS).glob("*/seed-*/run.json"))]
-    tables["test"].to_csv(out / "results.csv", index=False, float_format="%.2f")
-    write_json_atomic(out / "results.json", {split: json.loads(t.to_json(orient="records", double_precision=4))
-                                             for split, t in tables.items()} | {"runs": runs})
-    (out / "results.md").write_text(_markdown(tables, runs), encoding="utf-8")
+    write_text_atomic(out / "results.csv",
+                      tables["test"][_reported(tables["test"])].to_csv(index=False, float_format="%.2f"))
+    write_json_atomic(out / "results.json", {split: _json_records(t) for split, t in tables.items()} | {"runs": runs})
+    write_text_atomic(out / "results.md", _markdown(tables, runs))
     plot(tables["test"], out / "xnli.png")
     return tables
 

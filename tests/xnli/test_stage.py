@@ -67,9 +67,12 @@ def test_zero_shot_outputs(zero_shot):
             assert len(pd.read_csv(zero_shot / "predictions" / "zero-shot" / "seed-1" / split / f"{lang}.csv")) == size
     assert not (zero_shot / "zero-shot" / "seed-1" / "state.pt").exists()
     results = pd.read_csv(zero_shot / "results.csv")
-    assert list(results.columns) == ["row", "model", "setting", "seed", *XNLI_LANGUAGES, "avg"]
+    assert list(results.columns) == ["row", "model", "setting", "seed", *XNLI_LANGUAGES, "avg", "interval",
+                                     *(f"{c}_ci95_{end}" for c in [*XNLI_LANGUAGES, "avg"] for end in ("low", "high"))]
     assert set(results.row) == {"run", "mean", "std", "published", "delta"}
     assert set(results[results.row == "published"].model) == {"mDeBERTaV3 base", "XLM-R base"}
+    run = next(r for r in json.loads((zero_shot / "results.json").read_text())["test"] if r["row"] == "run")
+    assert run["pairs"] == dict.fromkeys(XNLI_LANGUAGES, 9) and set(run["ci95"]) == {*XNLI_LANGUAGES, "avg"}
     assert (zero_shot / "xnli.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((zero_shot / "manifest.json").read_text())["stage"] == "xnli"
 
