@@ -32,6 +32,7 @@ def write_model_card(out: Path, *, corpus: Path, settings, sample_stats: dict, p
     text = template.format(
         language_list=", ".join(languages), pieces=pieces, requested=settings.vocab_size, mask_id=mask_id,
         sample_lines=sample_stats["lines"], sample_characters=sample_stats["characters"], corpus=corpus,
+        sampled=sample_stats["sampled"],
         normalization=settings.normalization, normalization_note=NORMALIZATION_NOTES[settings.normalization],
         character_coverage=settings.character_coverage, max_sentence_length=settings.max_sentence_length,
         long_lines_split=sum(s["long_lines_split"] for s in sample_stats["languages"].values()),

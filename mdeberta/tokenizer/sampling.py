@@ -5,6 +5,9 @@ of the corpus' characters (XLM-R, mT5). Within a language the lines are drawn un
 streaming pass with a reservoir, so no language is ever held in memory beyond its quota. A
 language with fewer lines than its quota contributes all of them, repeated up to the quota,
 so the shares hold for the small languages the exponent is meant to lift.
+
+The sample has ``--sentences`` lines unless the corpus is too small for that (see sample_quotas):
+then it stops where drawing more would only repeat the whole corpus again.
 """
 
 from __future__ import annotations
@@ -121,6 +124,23 @@ def language_shares(characters: dict[str, int], alpha: float) -> tuple[dict[str,
     return p, {lang: w / norm for lang, w in weights.items()}
 
 
+def sample_quotas(lines: dict[str, int], q: dict[str, float], sentences: int) -> dict[str, int]:
+    """Lines per language: the shares q of ``sentences``, or of less when the corpus is too small.
+
+    The cap is the smallest sample with the shares q that holds every line of the corpus: the
+    language with the most lines per unit of share, b = argmax_i n_i / q_i (n_i: its lines;
+    usually the largest language), is drawn whole and exactly once, and every other language gets
+    n_b * q_i / q_b lines, its lines repeated by exactly the factor the shares ask of it relative
+    to b. A larger sample would only add copies of the whole corpus in the same proportions, which
+    SentencePiece learns nothing new from; a smaller cap, such as the corpus' own line count,
+    would leave lines of b out while still repeating the small languages. Since every language
+    gets at least its n_i lines, the cap is never below the corpus' line count, so a corpus with
+    at least ``sentences`` lines is sampled exactly as without it."""
+    base = max((lang for lang in q if q[lang] > 0), key=lambda lang: lines[lang] / q[lang])
+    capped = {lang: round(lines[base] * (q[lang] / q[base])) for lang in q}
+    return capped if sum(capped.values()) < sentences else quotas(q, sentences)
+
+
 def quotas(q: dict[str, float], sentences: int) -> dict[str, int]:
     """Lines per language summing exactly to ``sentences`` (largest remainders get the rounding)."""
     exact = {lang: share * sentences for lang, share in q.items()}
@@ -196,9 +216,33 @@ class SamplePlan:
     p: dict[str, float]
     q: dict[str, float]
     quota: dict[str, int]
+    alpha: float
+    sentences: int  # as asked; sum(quota) is less when the corpus is too small (sample_quotas)
+
+    @property
+    def lines(self) -> int:
+        return sum(self.quota.values())
+
+    @property
+    def capped(self) -> bool:
+        return self.lines < self.sentences
 
     def expected_characters(self) -> int:
         return int(sum(self.quota[lang] * chars / lines for lang, (lines, chars) in self.sizes.items() if lines))
+
+    def describe(self) -> str:
+        """One line: how many lines will be drawn, and why that many."""
+        corpus_lines = sum(lines for lines, _ in self.sizes.values())
+        shares = f"per-language shares alpha={self.alpha:g}"
+        if not self.capped:
+            return (f"sampling {self.lines:,} lines (--sentences; the corpus has {corpus_lines:,}); {shares}, "
+                    f"lines repeated in {sum(self.quota[lang] > n for lang, (n, _) in self.sizes.items())} "
+                    f"of {len(self.sizes)} languages")
+        once = [lang for lang, (n, _) in self.sizes.items() if self.quota[lang] == n]
+        most = max(self.quota[lang] / n for lang, (n, _) in self.sizes.items())
+        others = f", the others repeated up to {most:.1f}x" if len(once) < len(self.sizes) else ""
+        return (f"sampling {self.lines:,} lines (corpus has {corpus_lines:,} < --sentences {self.sentences:,}: "
+                f"capped where more would repeat the whole corpus; {shares}: {', '.join(once)} drawn once{others})")
 
 
 def plan_sample(corpus: Path, langs: list[str], alpha: float, sentences: int, progress: bool = True) -> SamplePlan:
@@ -213,7 +257,8 @@ def plan_sample(corpus: Path, langs: list[str], alpha: float, sentences: int, pr
                           "or rerun the corpus stage")
     sizes = {lang: sizes[lang] for lang in shards}
     p, q = language_shares({lang: sizes[lang][1] for lang in shards}, alpha)
-    return SamplePlan(corpus, shards, sizes, source, p, q, quotas(q, sentences))
+    quota = sample_quotas({lang: lines for lang, (lines, _) in sizes.items()}, q, sentences)
+    return SamplePlan(corpus, shards, sizes, source, p, q, quota, alpha, sentences)
 
 
 def read_lines(shards: list[Path]) -> Iterator[list[str]]:

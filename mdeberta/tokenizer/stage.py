@@ -71,20 +71,22 @@ class TokenizerStage:
             _log(f"tokenizer: {self.out} is up to date with this corpus and these settings; nothing to do "
                  "(--force redoes it)")
             return 0
-        check_memory(self.plan.expected_characters(), self.settings.sentences, self.settings.max_memory)
+        check_memory(self.plan.expected_characters(), self.plan.lines, self.settings.max_memory)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         (self.out / MANIFEST).unlink(missing_ok=True)
 
+        sampled = self.plan.describe()
+        _log(f"tokenizer: {sampled}")
         sample = draw_sample(self.plan, self.settings.seed, self.settings.max_sentence_length,
                              self.settings.report_lines, self.progress)
-        check_memory(sample.characters, self.settings.sentences, self.settings.max_memory)
+        check_memory(sample.characters, self.plan.lines, self.settings.max_memory)
         result = train_sentencepiece(sample.lines, sample.characters, self.settings, self.work, self.progress,
                                      warn=_log)
         mask_id = write_hf_files(self.work / "spm.model", self.work, self.settings.model_max_length)
-        sample_stats = {**sample.to_json(), "alpha": self.settings.alpha, "seed": self.settings.seed,
-                        "pieces": result.pieces, "mask_id": mask_id, "threads": result.threads,
-                        "train_extremely_large_corpus": result.extremely_large_corpus}
+        sample_stats = {**sample.to_json(), "sampled": sampled, "alpha": self.settings.alpha,
+                        "seed": self.settings.seed, "pieces": result.pieces, "mask_id": mask_id,
+                        "threads": result.threads, "train_extremely_large_corpus": result.extremely_large_corpus}
         write_json_atomic(self.work / "sample_stats.json", sample_stats)
         table = fit_table(load_fast_tokenizer(self.work), sample.report_lines)
         fit_markdown = write_report(self.work, {str(self.out): table},

@@ -1,28 +1,42 @@
-"""The language-balanced sample: shares, uniform draws within a language, long lines, bad corpora."""
+"""The language-balanced sample: shares, uniform draws within a language, the cap for small corpora,
+long lines, bad corpora."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mdeberta.tokenizer.sampling import (CorpusError, Reservoir, draw_sample, language_shares, plan_sample,
-                                         quotas, split_long_line)
+                                         quotas, sample_quotas, split_long_line)
 from tests.tokenizer.conftest import write_shard
 
-SIZES = {"big": 6000, "mid": 600, "small": 60}  # lines per language; every line has 20 characters
+SIZES = {"big": 6000, "mid": 600, "small": 60}  # lines per language; every line has 18 characters
+TINY = {"big": 300, "mid": 60, "small": 12}
 
 
-@pytest.fixture(scope="module")
-def skewed_corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("skewed")
-    for lang, lines in SIZES.items():
+def numbered_corpus(folder: Path, sizes: dict[str, int]) -> Path:
+    """Lines "<first letter of lang><line number> line text", three to a document, in two shards."""
+    for lang, lines in sizes.items():
         documents = ["\n".join(f"{lang[0]}{n:07d} line text" for n in range(start, min(start + 3, lines)))
                      for start in range(0, lines, 3)]
         write_shard(folder, lang, documents[::2], 0)
         write_shard(folder, lang, documents[1::2], 1)
     return folder
+
+
+@pytest.fixture(scope="module")
+def skewed_corpus(tmp_path_factory) -> Path:
+    return numbered_corpus(tmp_path_factory.mktemp("skewed"), SIZES)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    return numbered_corpus(tmp_path_factory.mktemp("tiny"), TINY)
 
 
 def test_shares_follow_the_exponent():
@@ -55,6 +69,54 @@ def test_sample_shares_match_q_on_a_skewed_corpus(skewed_corpus):
     assert small.lines_drawn == 60 and small.lines_repeated == small.quota - 60
     big = [int(line[1:8]) for line in sample.lines if line[0] == "b"]
     assert len(set(big)) == len(big), "lines of a large language are drawn without repetition"
+
+
+def test_a_tiny_corpus_is_sampled_once_at_the_alpha_shares(tiny_corpus):
+    plan = plan_sample(tiny_corpus, [], alpha=0.3, sentences=1_000_000, progress=False)
+    sample = draw_sample(plan, seed=0, max_sentence_length=4192, progress=False)
+    # "big" has the most lines per unit of share: the sample holds it once, and the others at its rate
+    # times their alpha ratio, n_big * q_i / q_big lines
+    assert plan.quota == {lang: round(300 * plan.q[lang] / plan.q["big"]) for lang in TINY}
+    assert len(sample.lines) == plan.lines == 599
+    assert plan.describe() == ("sampling 599 lines (corpus has 372 < --sentences 1,000,000: capped where more "
+                               "would repeat the whole corpus; per-language shares alpha=0.3: big drawn once, "
+                               "the others repeated up to 9.5x)")
+    copies = Counter(sample.lines)
+    for lang, n in TINY.items():
+        lines = {line: count for line, count in copies.items() if line[0] == lang[0]}
+        assert len(lines) == n, "every line of the corpus is in the sample"
+        assert sum(lines.values()) / len(sample.lines) == pytest.approx(plan.q[lang], abs=1 / len(sample.lines))
+        assert max(lines.values()) == math.ceil(plan.quota[lang] / n), "repeats spread evenly over the lines"
+    assert sample.languages["big"].lines_repeated == 0 and sample.languages["small"].lines_repeated == 102
+
+
+def test_the_cap_holds_every_line_and_never_shrinks_a_large_enough_corpus():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        langs = [f"l{i}" for i in range(rng.integers(1, 20))]
+        lines = {lang: int(rng.integers(1, 10_000)) for lang in langs}
+        _, q = language_shares({lang: n * int(rng.integers(5, 500)) for lang, n in lines.items()},
+                               float(rng.uniform(0, 1)))
+        capped = sample_quotas(lines, q, 10**9)
+        assert all(capped[lang] >= n for lang, n in lines.items())
+        assert any(capped[lang] == n for lang, n in lines.items()), "some language is drawn exactly once"
+        corpus_lines = sum(lines.values())
+        assert sample_quotas(lines, q, corpus_lines) == quotas(q, corpus_lines)
+
+
+@pytest.mark.parametrize("corpus, sentences, digest", [
+    ("skewed_corpus", 1500, "17a89c3f9af5e14a"),
+    ("skewed_corpus", 6660, "f189cb92f0afc517"),  # exactly the corpus' lines
+    ("sample_corpus", 992, "a4d7bfe071a7ab14"),  # 15 languages of real text, all of its lines
+    ("sample_corpus", 500, "c1d01df685eed174"),
+])
+def test_a_corpus_with_enough_lines_gets_the_same_sample_as_before_the_cap(request, corpus, sentences, digest):
+    """Digests of the samples drawn by the code before the cap existed (same seed): the large
+    runs keep their sample, and so their pieces."""
+    plan = plan_sample(request.getfixturevalue(corpus), [], alpha=0.3, sentences=sentences, progress=False)
+    sample = draw_sample(plan, seed=0, max_sentence_length=4192, progress=False)
+    assert not plan.capped and len(sample.lines) == sentences
+    assert hashlib.sha256("\n".join(sample.lines).encode()).hexdigest()[:16] == digest
 
 
 def test_draws_are_uniform_within_a_language(skewed_corpus):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -17,9 +18,13 @@ from tests.tokenizer.conftest import VOCAB
 def test_outputs(trained):
     assert {p.name for p in trained.iterdir()} == {*OUTPUTS, "manifest.json", "settings.json"}
     stats = json.loads((trained / "sample_stats.json").read_text())
-    assert stats["lines"] == 4000 and stats["pieces"] == VOCAB and stats["mask_id"] == VOCAB
+    assert stats["pieces"] == VOCAB and stats["mask_id"] == VOCAB
     assert len(stats["languages"]) == 15
-    assert sum(s["quota"] for s in stats["languages"].values()) == 4000
+    # 4,000 lines were asked of a corpus of 992: the sample holds each line, none of the whole corpus twice
+    assert stats["lines"] == sum(s["quota"] for s in stats["languages"].values()) < 4000
+    assert all(s["quota"] >= s["lines_available"] for s in stats["languages"].values())
+    assert stats["sampled"].startswith(f"sampling {stats['lines']:,} lines (corpus has 992 < --sentences 4,000: "
+                                       "capped where more would repeat the whole corpus")
     assert sum(s["q"] for s in stats["languages"].values()) == pytest.approx(1.0)
     manifest = json.loads((trained / "manifest.json").read_text())
     assert manifest["stage"] == "tokenizer" and manifest["outputs"]["pieces"] == VOCAB
@@ -64,17 +69,26 @@ def test_allow_smaller_vocab(sample_corpus, tmp_path, capsys):
 
 
 def test_memory_refusal_names_a_sample_that_fits(sample_corpus, tmp_path):
-    settings = TokenizerSettings(sentences=10_000_000, max_memory=2.0)
-    with pytest.raises(MemoryLimitError, match=r"needs about [\d.]+ GiB, more than the 2.0 GiB of --max-memory; "
-                                               r"use --sentences [\d,]+ or fewer"):
-        TokenizerStage(settings, sample_corpus, tmp_path, progress=False).run()
+    settings = TokenizerSettings(sentences=10_000_000, max_memory=0.295)  # just above the trainer's fixed part
+    stage = TokenizerStage(settings, sample_corpus, tmp_path, progress=False)
+    with pytest.raises(MemoryLimitError, match=r"needs about [\d.]+ GiB, more than the 0.3 GiB of --max-memory; "
+                                               r"use --sentences [\d,]+ or fewer") as refused:
+        stage.run()
+    planned, fits = (int(n.replace(",", "")) for n in
+                     re.search(r"training on ([\d,]+) lines .* use --sentences ([\d,]+)", str(refused.value)).groups())
+    assert planned == stage.plan.lines < settings.sentences, "the capped sample is what is checked"
+    assert 0 < fits < planned
 
 
 def test_cli_train_and_report(sample_corpus, trained, tmp_path, capsys):
     out = tmp_path / "tok"
     assert main(["tokenizer", "train", "--corpus", str(sample_corpus), "--out", str(out), "--vocab-size", "800",
                  "--sentences", "1500", "--langs", "en,de,sw", "--report-lines", "20", "--no-progress"]) == 0
-    assert "800 pieces + [MASK] = 800" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "800 pieces + [MASK] = 800" in printed.out
+    assert re.search(r"^tokenizer: sampling [\d,]+ lines \(corpus has 202 < --sentences 1,500: capped where more "
+                     r"would repeat the whole corpus; per-language shares alpha=0.3: \w\w drawn once, the others "
+                     r"repeated up to [\d.]+x\)$", printed.err, re.MULTILINE)
     assert main(["tokenizer", "report", "--tokenizer", str(out), "--corpus", str(sample_corpus),
                  "--compare", str(trained), "--langs", "en,sw", "--lines", "30", "--out", str(tmp_path / "r")]) == 0
     printed = capsys.readouterr().out
@@ -111,8 +125,9 @@ def test_bad_input_is_one_clear_line(sample_corpus, tmp_path, capsys, argv, mess
         assert "invalid choice: 'nfc'" in capsys.readouterr().err
         return
     assert main(["tokenizer", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message.format(tmp=tmp_path) in err and len(err.splitlines()) == 1 and err.startswith("mdeberta: error:")
+    *logged, err = capsys.readouterr().err.strip().splitlines()
+    assert message.format(tmp=tmp_path) in err and err.startswith("mdeberta: error:")
+    assert all(line.startswith("tokenizer: sampling ") for line in logged), "the stage's own log, no traceback"
 
 
 def test_interrupted_output_is_not_taken_for_finished(trained, sample_corpus, tmp_path):
