@@ -92,9 +92,10 @@ def draw(runs: dict[str, pd.DataFrame], title: str) -> Figure:
     # fixed margins, the legend in the right one: a layout engine would double the drawing time
     fig.subplots_adjust(left=0.05, right=0.85, bottom=0.08, top=0.88, wspace=0.3, hspace=0.4)
     axes = fig.subplots(rows, COLUMNS, squeeze=False).ravel()
+    single = len(runs) == 1  # its legend says only train and validation
     for ax, panel in zip(axes, PANELS):
         for index, (label, metrics) in enumerate(runs.items()):
-            _draw_run(ax, panel, metrics, label if len(runs) > 1 else "", index, single=len(runs) == 1)
+            _draw_run(ax, panel, metrics, "" if single else label, index, single)
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
