@@ -25,9 +25,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..errors import UserError
 from ..optim import adamw
-from ..trackers import Trackers
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
 from ..distributed import World
+from ..trackers import Trackers
 from .settings import XnliSettings
 
 STATE = "state.pt"
