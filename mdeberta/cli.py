@@ -153,6 +153,13 @@ def _pretrain_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_plot(args: argparse.Namespace) -> int:
+    from .pretrain.plot import labelled, write_overlay
+
+    print(write_overlay(labelled(args.runs), args.out))
+    return 0
+
+
 def _add_pretrain_group(stages) -> None:
     from pathlib import Path
 
@@ -168,8 +175,8 @@ def _add_pretrain_group(stages) -> None:
         "run", formatter_class=_Formatter, help="tokenize the corpus and train; continues from the last checkpoint",
         description="Tokenize CORPUS with the TOKENIZER's spm.model into OUT/tokens (once), then train: "
                     "packed sequences with languages drawn by p_i^alpha, RTD loss L_MLM + lambda L_RTD, "
-                    "AdamW with warm-up and linear decay. Writes OUT/metrics.jsonl and "
-                    "OUT/checkpoints/step-N; a rerun continues from the latest checkpoint. SIGTERM or "
+                    "AdamW with warm-up and linear decay. Writes OUT/metrics.jsonl, OUT/curves.png "
+                    "(redrawn at each validation) and OUT/checkpoints/step-N; a rerun continues from the latest checkpoint. SIGTERM or "
                     "Ctrl-C saves a checkpoint after the current step. Multi-GPU: start it with torchrun.",
         epilog="examples:\n"
                "  mdeberta pretrain run --recipe recipes/demo.toml --corpus work/corpus --tokenizer work/tokenizer "
@@ -211,6 +218,21 @@ def _add_pretrain_group(stages) -> None:
                          help="token streams whose ids are drawn (default: the run's own OUT/tokens)")
     analyze.add_argument("--out", type=Path, metavar="JSON", help="also write the table as JSON")
     analyze.set_defaults(handler=_pretrain_analyze)
+
+    plot = verbs.add_parser(
+        "plot", formatter_class=_Formatter, help="several runs' training curves over each other in one PNG",
+        description="Draw the curves of RUN/metrics.jsonl of each run in one picture: generator MLM loss and "
+                    "accuracy, RTD loss, accuracy and AUC, the total loss, learning rate and tokens/s; "
+                    "training records as solid lines, validations dashed. Each run is labelled by its folder "
+                    "name (with the embedding sharing its settings.json records). A run draws its own "
+                    "RUN/curves.png as it trains; this compares runs, finished or still going.",
+        epilog="examples:\n"
+               "  mdeberta pretrain plot ablation/pretrain-es ablation/pretrain-nes ablation/pretrain-gdes "
+               "--out sharing.png\n"
+               "  mdeberta pretrain plot runs/lr-3e-4 runs/lr-6e-4 --out lr.png")
+    plot.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="--out folders of `mdeberta pretrain run`")
+    plot.add_argument("--out", required=True, type=Path, metavar="PNG", help="the picture to write")
+    plot.set_defaults(handler=_pretrain_plot)
 
 
 def _xnli_run(args: argparse.Namespace) -> int:
@@ -308,8 +330,9 @@ def _add_pipeline_group(stages) -> None:
                     "continues, and a stage that ran makes every later one redo its work. The closing table\n"
                     "lists each stage with its status, time and folder. With [pipeline] sharing = [\"es\",\n"
                     "\"nes\", \"gdes\"] the model stages run once per sharing (pretrain-<sharing>/, ...) and\n"
-                    "WORKDIR/ablation.md compares them. Runs in one process: for several GPUs, start the\n"
-                    "pretrain and xnli stages themselves under torchrun (see the README).",
+                    "WORKDIR/ablation.md compares them, with their pretraining curves in WORKDIR/ablation.png.\n"
+                    "Runs in one process: for several GPUs, start the pretrain and xnli stages themselves\n"
+                    "under torchrun (see the README).",
         epilog="examples:\n"
                "  mdeberta pipeline recipes/demo.toml --workdir work\n"
                "  mdeberta pipeline recipes/demo.toml --workdir work --force pretrain   # retrain, re-export, re-evaluate\n"

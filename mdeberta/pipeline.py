@@ -6,7 +6,7 @@
 
 With ``[pipeline] sharing = ["es", "nes", "gdes"]`` the model stages run once per embedding
 sharing, in ``pretrain-<sharing>/``, ``model-<sharing>/`` and ``xnli-<sharing>/`` beside one corpus
-and tokenizer, and ``<workdir>/ablation.md|csv`` compares them.
+and tokenizer, and ``<workdir>/ablation.md|csv|png`` compares them.
 
 Whether a stage is up to date is each stage's own decision (its manifest); the pipeline only
 looks at the manifest and checkpoints before and after to report what happened. A stage that ran
@@ -41,6 +41,7 @@ from .xnli.data import DEFAULT_DATA
 from .xnli.settings import PROTOCOLS, XnliSettings
 
 STAGES = ("corpus", "tokenizer", "pretrain", "export", "xnli")
+ABLATION_PLOT = "ablation.png"
 
 
 class PipelineError(UserError):
@@ -344,15 +345,20 @@ class Pipeline:
     # ------------------------------------------------------------------------------------ reports
 
     def _write_ablation(self) -> None:
+        from .pretrain.plot import write_overlay
+
         runs = {s: (self._folder("pretrain", s), self._folder("xnli", s)) for s in self.recipe.sharings}
         table = compare_sharing(runs)
         table.to_csv(self.workdir / "ablation.csv", index=False, float_format="%.4f")
+        write_overlay({sharing: pretrain for sharing, (pretrain, _) in runs.items()}, self.workdir / ABLATION_PLOT)
         (self.workdir / "ablation.md").write_text(
             "# Embedding sharing compared\n\nPer run: the last validation in metrics.jsonl, the average cosine "
             "similarity of word-embedding pairs (DeBERTaV3's Table 1; `paper_*` are its base-size figures) and "
             "XNLI test accuracy (mean over seeds, averaged over languages).\n\n"
             + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
-            + "\n", encoding="utf-8")
+            + f"\n\n## Pretraining curves\n\nThe runs' metrics.jsonl over each other ({ABLATION_PLOT}; training "
+            "solid, validation dashed):\n\n"
+            f"![pretraining curves of {', '.join(runs)}]({ABLATION_PLOT})\n", encoding="utf-8")
 
     def _summarise(self, results: list[StageResult]) -> None:
         table = pd.DataFrame([{"stage": r.label, "status": r.status, "time": _duration(r.elapsed_s),
@@ -409,11 +415,13 @@ def compare_sharing(runs: dict[str, tuple[Path, Path]], pairs: int = 100_000) ->
     """One row per embedding sharing from its pretrain and xnli folders; what a run lacks stays empty."""
     from .pretrain.analyze import embedding_statistics
     from .pretrain.checkpoint import latest_checkpoint
+    from .pretrain.plot import read_records
 
     rows = []
     for sharing, (pretrain, xnli) in runs.items():
         row: dict = {"sharing": sharing}
-        validations = [r for r in _read_jsonl(pretrain / "metrics.jsonl") if "valid_loss" in r]
+        metrics = pretrain / "metrics.jsonl"
+        validations = [r for r in read_records(metrics) if "valid_loss" in r] if metrics.is_file() else []
         if validations:
             last = validations[-1]
             row["step"] = last["step"]
@@ -436,8 +444,3 @@ def compare_sharing(runs: dict[str, tuple[Path, Path]], pairs: int = 100_000) ->
         sorted(c for c in table.columns if c.startswith("paper_")) + [c for c in table.columns if c.startswith("xnli_")]
     return table[order]
 
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -352,7 +352,9 @@ def test_the_ablation_compares_es_nes_gdes_on_one_corpus_and_tokenizer(chain, tm
     assert table.cos_E_delta.notna().tolist() == [False, False, True]  # E_delta exists under GDES only
     assert table.cos_E_D.notna().tolist() == [False, True, True]  # under ES, E_D is E_G
     assert table["xnli_zero-shot"].notna().all()
-    assert "cos_E_delta" in (workdir / "ablation.md").read_text()
+    report = (workdir / "ablation.md").read_text()
+    assert "cos_E_delta" in report and "![pretraining curves of es, nes, gdes](ablation.png)" in report
+    assert (workdir / "ablation.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_under_torchrun_the_pipeline_points_to_the_stage_commands(tmp_path, monkeypatch):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+from ..trackers import Trackers
+from .plot import read_records, write_curves
+from .settings import PretrainSettings
 
 # Dense bf16 peak of one GPU, FLOP/s (vendor figures, without sparsity).
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
@@ -53,31 +58,22 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 class MetricsLog:
-    """Appends one JSON record per line to ``metrics.jsonl``, and to TensorBoard when installed."""
+    """Appends one JSON record per line to ``metrics.jsonl`` and sends it to the experiment trackers
+    of ``report_to``; redraws ``curves.png`` beside it after each validation and when closed."""
 
-    def __init__(self, path: Path, resume_step: int = 0):
+    def __init__(self, path: Path, settings: PretrainSettings, resume_step: int = 0):
         self.path = path
         self._drop_after(resume_step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:  # tensorboard is optional
-            self.tensorboard = None
+        run = path.parent.resolve()
+        self.trackers = Trackers(settings.report_to, run, run.name, asdict(settings), resume_step)
 
     def _drop_after(self, step: int) -> None:
         """A resumed run repeats the steps after its checkpoint; their old records go, and so
         does a line cut short by the kill that interrupted the run."""
         if not self.path.is_file():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except ValueError:
-                continue
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [record for record in read_records(self.path) if record.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
 
     def write(self, record: dict) -> None:
         """Strict JSON: a value that is not finite (a skipped step's mean) is written as null."""
@@ -85,11 +81,13 @@ class MetricsLog:
                   for key, value in record.items()}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(strict, allow_nan=False) + "\n")
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self.tensorboard.add_scalar(key, value, record["step"])
+        self.trackers.log(record)
+        if any(key.startswith("valid_") for key in record):
+            write_curves(self.path.parent)
 
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        try:
+            if self.path.is_file() and self.path.stat().st_size:  # a run stopped before its first record has none
+                write_curves(self.path.parent)
+        finally:
+            self.trackers.close()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..model import SHARING, SIZES, TRAINING_BACKENDS
 from ..recipe import SettingsError, setting
+from ..trackers import REPORT_TO_HELP, check_report_to
 
 PRECISIONS = ("auto", "bf16", "fp32")
 NONFINITE = ("stop", "skip")
@@ -83,6 +84,7 @@ class PretrainSettings:
                                        "its steps ends with an error (exit 1) instead of success; a healthy run "
                                        "skips a handful of steps, one that skips a tenth is diverging",
                                        group="execution", affects_output=False, metavar="SHARE")
+    report_to: list[str] = setting([], REPORT_TO_HELP, group="execution", affects_output=False, metavar="NAME,...")
 
     def __post_init__(self):
         positive = ("max_seq_length", "batch_size", "micro_batch_size", "max_steps", "log_every",
@@ -110,6 +112,7 @@ class PretrainSettings:
             self.adam_betas = []
         if len(self.adam_betas) != 2:
             raise SettingsError(f"adam_betas takes two numbers such as 0.9,0.98, got {self.adam_betas}")
+        check_report_to(self.report_to)
 
     @property
     def decoupled(self) -> bool:

@@ -274,7 +274,7 @@ class Pretrainer:
         runners = {update.name: self._distributed(update.module) for update in self.updates}
         if self.world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.out / "metrics.jsonl", step) if self.world.is_main else None
+        log = MetricsLog(self.out / "metrics.jsonl", self.settings, step) if self.world.is_main else None
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             return self._loop(runners, step, log)

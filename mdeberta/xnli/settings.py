@@ -12,6 +12,7 @@ from .. import recipe
 from ..corpora.languages import XNLI_LANGUAGES
 from ..model import TRAINING_BACKENDS
 from ..recipe import SettingsError
+from ..trackers import REPORT_TO_HELP, check_report_to
 
 PROTOCOLS = ("zero-shot", "translate-train-all")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -55,6 +56,8 @@ class XnliSettings:
                                     choices=("auto", *TRAINING_BACKENDS))
     eval_batch_size: int = recipe.setting(128, "pairs per evaluation batch and process", affects_output=False,
                                           group="execution", metavar="N")
+    report_to: list[str] = recipe.setting([], REPORT_TO_HELP, affects_output=False, group="execution",
+                                          metavar="NAME,...")
 
     def __post_init__(self):
         self.seeds = [_as_int("seeds", s) for s in self.seeds]
@@ -70,6 +73,7 @@ class XnliSettings:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
         if self.warmup < 0 or self.max_train_examples < 0 or self.max_eval_examples < 0:
             raise SettingsError("warmup, max_train_examples and max_eval_examples must be >= 0")
+        check_report_to(self.report_to)
 
     @property
     def train_languages(self) -> list[str]:

@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from ..errors import UserError
 from ..locking import output_lock
 from ..manifest import MANIFEST, file_stamp, is_complete, package_versions, write_json_atomic, write_manifest
 from ..recipe import output_settings
+from ..trackers import NONE, Trackers
 from .batching import Encoded, concat, encode
 from .data import LABELS, open_source, read_split
 from .report import PREDICTIONS, run_info_path, write_predictions, write_report
@@ -206,6 +208,13 @@ class XnliRun:
         evaluation = {key: encode(tokenizer, table, s.max_length) for key, table in tables.items()}
         return train, evaluation
 
+    def _trackers(self, seed: int, workdir: Path, runtime: World) -> Trackers:
+        """One tracker run per seed, named OUT/<setting>/seed-<s> after its folder; process 0 reports."""
+        report_to = self.settings.report_to if runtime.is_main else [NONE]
+        name = f"{self.out.resolve().name}/{self.settings.setting}/seed-{seed}"
+        config = {**asdict(self.settings), "seed": seed, "model": self.model, "data": self.data}
+        return Trackers(report_to, workdir, name, config, group=self.out.resolve().name)
+
     def _run_seed(self, seed: int, tokenizer, train: Encoded, selection_sets: dict, evaluation: dict,
                   runtime: World) -> None:
         started = time.time()
@@ -222,8 +231,9 @@ class XnliRun:
                                  f"{classifier.config.vocab_size:,} embedding rows; put the tokenizer files "
                                  "(spm.model, tokenizer.json, tokenizer_config.json) beside the model")
         identity = {**self.identity, "seed": seed}
-        selection = fine_tune(classifier, tokenizer, train, selection_sets, self.settings, seed, workdir, runtime,
-                              identity, self.progress)
+        with self._trackers(seed, workdir, runtime) as trackers:
+            selection = fine_tune(classifier, tokenizer, train, selection_sets, self.settings, seed, workdir,
+                                  runtime, identity, self.progress, trackers)
 
         best = load_classifier(str(workdir / BEST), self.settings.attention, runtime).to(runtime.device)
         pad_id = tokenizer.pad_token_id or 0

@@ -28,6 +28,7 @@ from ..optim import adamw
 from ..storage import tensor_bytes, writing
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
 from ..distributed import World
+from ..trackers import Trackers
 from .settings import XnliSettings
 
 STATE = "state.pt"
@@ -147,9 +148,11 @@ def _settle_best(workdir: Path, best_step: int) -> None:
 
 
 def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], settings: XnliSettings, seed: int,
-              workdir: Path, runtime: World, identity: dict, progress: bool = True) -> Selection:
+              workdir: Path, runtime: World, identity: dict, progress: bool = True,
+              trackers: Trackers | None = None) -> Selection:
     """Trains ``model`` in place; returns the evaluations with the best one, whose weights are
-    in ``workdir/best``. ``identity`` (model, data, settings) must match a state to resume it."""
+    in ``workdir/best``. ``identity`` (model, data, settings) must match a state to resume it.
+    Each evaluation also goes to ``trackers`` (process 0's)."""
     pad_id = tokenizer.pad_token_id or 0
     model.to(runtime.device)
     steps_per_epoch = len(_epoch_batches(train, settings, seed, 0, runtime.size))
@@ -178,6 +181,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
                dynamic_ncols=True)
     epoch, batches = -1, []
     seen, started = 0, time.perf_counter()
+    losses = []  # this process's losses since the last evaluation, kept on the device
     while step < total:
         if step // steps_per_epoch != epoch:
             epoch = step // steps_per_epoch
@@ -196,6 +200,7 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         optimizer.zero_grad(set_to_none=True)
         step += 1
         seen += len(indices)
+        losses.append(loss.detach())
         bar.update(1)
         if not bar.disable and step % 10 == 0:  # .item() waits for the device: not every step
             bar.set_postfix(loss=f"{loss.item():.3f}", ex_s=f"{seen / (time.perf_counter() - started):.1f}")
@@ -206,9 +211,18 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                               "selection": selection}, state_path)
                 _settle_best(workdir, selection.best_step)
+                if trackers is not None:  # after the state: a resumed run logs no step twice
+                    trackers.log(_evaluation_record(selection.history[-1], torch.stack(losses).mean().item(),
+                                                    scheduler.get_last_lr()[0]))
+            losses = []
             runtime.barrier()
     bar.close()
     return selection
+
+
+def _evaluation_record(evaluation: dict, train_loss: float, lr: float) -> dict:
+    return {"step": evaluation["step"], "train_loss": train_loss, "lr": lr, "dev_accuracy": evaluation["score"],
+            **{f"dev_accuracy_{lang}": accuracy for lang, accuracy in evaluation["dev"].items()}}
 
 
 def _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection: Selection, step: int, workdir: Path,
