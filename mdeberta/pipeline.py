@@ -35,6 +35,7 @@ from .locking import output_lock
 from .manifest import MANIFEST, write_json_atomic
 from .model import SHARING
 from .pretrain.settings import PretrainSettings
+from .storage import write_text_atomic
 from .recipe import SettingsError, build_settings, load_recipe_section, setting, tomllib
 from .tokenizer.settings import TokenizerSettings
 from .xnli.data import DEFAULT_DATA
@@ -349,16 +350,16 @@ class Pipeline:
 
         runs = {s: (self._folder("pretrain", s), self._folder("xnli", s)) for s in self.recipe.sharings}
         table = compare_sharing(runs)
-        table.to_csv(self.workdir / "ablation.csv", index=False, float_format="%.4f")
+        write_text_atomic(self.workdir / "ablation.csv", table.to_csv(index=False, float_format="%.4f"))
         write_overlay({sharing: pretrain for sharing, (pretrain, _) in runs.items()}, self.workdir / ABLATION_PLOT)
-        (self.workdir / "ablation.md").write_text(
+        write_text_atomic(self.workdir / "ablation.md",
             "# Embedding sharing compared\n\nPer run: the last validation in metrics.jsonl, the average cosine "
             "similarity of word-embedding pairs (DeBERTaV3's Table 1; `paper_*` are its base-size figures) and "
             "XNLI test accuracy (mean over seeds, averaged over languages).\n\n"
             + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="")
             + f"\n\n## Pretraining curves\n\nThe runs' metrics.jsonl over each other ({ABLATION_PLOT}; training "
             "solid, validation dashed):\n\n"
-            f"![pretraining curves of {', '.join(runs)}]({ABLATION_PLOT})\n", encoding="utf-8")
+            f"![pretraining curves of {', '.join(runs)}]({ABLATION_PLOT})\n")
 
     def _summarise(self, results: list[StageResult]) -> None:
         table = pd.DataFrame([{"stage": r.label, "status": r.status, "time": _duration(r.elapsed_s),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..storage import write_text_atomic, writing
 from ..trackers import Trackers
 from .plot import read_records, write_curves
 from .settings import PretrainSettings
@@ -73,14 +74,15 @@ class MetricsLog:
         if not self.path.is_file():
             return
         kept = [record for record in read_records(self.path) if record.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+        write_text_atomic(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def write(self, record: dict) -> None:
         """Strict JSON: a value that is not finite (a skipped step's mean) is written as null."""
         strict = {key: None if isinstance(value, float) and not math.isfinite(value) else value
                   for key, value in record.items()}
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(strict, allow_nan=False) + "\n")
+        line = json.dumps(strict, allow_nan=False) + "\n"
+        with writing(self.path, len(line)), self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
         self.trackers.log(record)
         if any(key.startswith("valid_") for key in record):
             write_curves(self.path.parent)

@@ -10,7 +10,6 @@ needs neither matplotlib nor torch.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..errors import UserError
+from ..storage import write_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -126,12 +126,9 @@ def _draw_run(ax, panel: Panel, metrics: pd.DataFrame, label: str, index: int, s
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Written under a temporary name and renamed: a viewer never reads half a picture."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, path)
+    write_figure(fig, path, dpi=110)
     return path
 
 
