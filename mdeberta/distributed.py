@@ -60,6 +60,19 @@ class World:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def any_later(self, flag: bool):
+        """``any`` without waiting for the device: returns a function that waits and answers, to call
+        once more work is queued, so that the device is kept busy meanwhile."""
+        if not self.distributed:
+            return lambda: flag
+        value = torch.full((1,), int(flag), device=self.device)  # filled on the device: no copy to wait for
+        work = dist.all_reduce(value, op=dist.ReduceOp.MAX, async_op=True)
+
+        def answer() -> bool:
+            work.wait()
+            return bool(value.item())
+        return answer
+
     def gather(self, items: list) -> list:
         """Every process' ``items``, concatenated in rank order."""
         if not self.distributed:

@@ -5,11 +5,16 @@ split into micro-batches whose gradients accumulate, clipped, AdamW. The randomn
 micro-batch (masking, the generator's samples, dropout) is seeded from (seed, step, its first
 sequence's place in the global batch), so a resumed run, and a run on another number of
 processes with the same effective micro-batch size, draw the same masks for the same sequences.
+
+A step can take minutes (8,192 sequences at the paper's defaults), so a stop is agreed between
+micro-batches: the partial step is dropped (the generator's update undone, the data position and
+the RNG states put back) and the last completed step saved, as if the run had stopped after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import sys
@@ -23,10 +28,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from ..distributed import World
+from ..distributed import World, restore_rng_states, rng_states
 from ..errors import UserError
 from ..optim import adamw
 from ..model import RTDModel, cpu_isa, size_config
+from ..plan import Pace, Plan, format_plan, model_size
 from ..recipe import SettingsError, output_settings
 from .checkpoint import (STEP_DIR, latest_checkpoint, latest_intact_checkpoint, load_model, load_training_state,
                          remove_unfinished, save_checkpoint, saved_settings)
@@ -37,6 +43,8 @@ from .tokens import TokenInventory
 
 VOCAB_MULTIPLE = 128  # embedding rows rounded up to this for GPU-friendly matrix shapes
 STOP_SIGNALS = {signal.SIGTERM: 143, signal.SIGINT: 130}
+# Steps with a fraction for the micro-batches done within one
+PROGRESS = "{l_bar}{bar}| {n:.2f}/{total_fmt} steps [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 class NonFiniteLossError(UserError):
@@ -121,6 +129,58 @@ class _Update:
     module: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+@dataclass
+class _UpdateState:
+    """An update's weights, AdamW state and schedule, copied before it steps (on the device:
+    about three times its model's size), so that a step dropped afterwards can undo it."""
+    weights: list[torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+
+    @classmethod
+    def of(cls, update: _Update) -> _UpdateState:
+        return cls([p.detach().clone() for p in update.module.parameters()],
+                   copy.deepcopy(update.optimizer.state_dict()), copy.deepcopy(update.scheduler.state_dict()))
+
+    @torch.no_grad()
+    def restore(self, update: _Update) -> None:
+        for parameter, saved in zip(update.module.parameters(), self.weights):
+            parameter.copy_(saved)
+        update.optimizer.load_state_dict(self.optimizer)
+        update.scheduler.load_state_dict(self.scheduler)
+
+
+class _StepDropped(Exception):
+    """Every process agreed to stop between two micro-batches of a step."""
+
+
+class _StopVote:
+    """Whether to stop at a micro-batch boundary, the same answer on every process. Under DDP a
+    boundary's requests are all-reduced without waiting and read at the next boundary, so that the
+    device never idles for a vote (the stop comes one micro-batch later); the step's last boundary
+    waits for its own, as the end of a step waits for the device anyway."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.left, self.pending = 0, None
+
+    def begin(self, boundaries: int) -> None:
+        self.left, self.pending = boundaries, None
+
+    def stop(self, requested: bool) -> bool:
+        self.left -= 1
+        if not self.world.distributed:
+            return requested
+        agreed = self.pending is not None and self.pending()
+        self.pending = None
+        if agreed:
+            return True
+        if self.left == 0:
+            return self.world.any(requested)
+        self.pending = self.world.any_later(requested)
+        return False
 
 
 class _Interval:
@@ -210,6 +270,19 @@ class Pretrainer:
         self.updates = self._updates()
         self.skipped_steps = 0  # non-finite steps skipped so far (on_nonfinite = "skip")
         self.stop_signal: int | None = None
+        self.kept_steps = 0  # steps a stop requested now would save: those done, and one past its last micro-batch
+        self.vote = _StopVote(world)
+        self.bar = tqdm(disable=True)  # the loop's
+        self.micro_batch_share = 1 / (self.per_rank // self.micro * len(self.updates))  # of a step's progress
+
+    def plan(self, done: int = 0) -> Plan:
+        """What the run will cost, before its first step."""
+        settings = self.settings
+        return Plan(models={name: model_size(getattr(self.model, name)) for name in ("generator", "discriminator")},
+                    unit="sequences", batch=settings.batch_size, micro_batch=self.micro,
+                    micro_batches=self.per_rank // self.micro, processes=self.world.size, steps=settings.max_steps,
+                    total=settings.batch_size * settings.max_steps, out=self.out, done=done,
+                    tokens_per_sequence=settings.max_seq_length)
 
     # ---------------------------------------------------------------- setup
     def _updates(self) -> list[_Update]:
@@ -252,11 +325,17 @@ class Pretrainer:
         process of a job step receives it, and torchrun then passes on its own."""
         if self.stop_signal is not None:
             if signum == signal.SIGINT:
+                if self.world.is_main:
+                    latest = latest_checkpoint(self.out / "checkpoints")
+                    _log(f"pretrain: a second Ctrl-C: stopping now, without saving (the latest checkpoint: "
+                         f"{latest.name if latest else 'none'})")
                 raise KeyboardInterrupt
             return
         self.stop_signal = signum
         if self.world.is_main:
-            _log(f"pretrain: {signal.Signals(signum).name} received; saving a checkpoint after this step")
+            saving = f"saving step {self.kept_steps}" if self.kept_steps else "no step to save yet"
+            _log(f"pretrain: {signal.Signals(signum).name} received: stopping after this micro-batch; {saving}"
+                 + (" (a second Ctrl-C stops at once, without saving)" if signum == signal.SIGINT else ""))
 
     # ---------------------------------------------------------------- the loop
     def train(self, resume: bool = False) -> int:
@@ -267,6 +346,8 @@ class Pretrainer:
         if step >= self.settings.max_steps:
             _log(f"pretrain: already trained to step {step} (max_steps {self.settings.max_steps})")
             return 0
+        if self.world.is_main:
+            _log(format_plan(self.plan(step), "pretrain"))
         if self.settings.compile:
             compile_layers(self.model)
         # what runs each update's forward: under torchrun, a DDP wrapper per update, so that each
@@ -293,26 +374,38 @@ class Pretrainer:
     def _loop(self, runners: dict, step: int, log: MetricsLog | None) -> int:
         settings, world = self.settings, self.world
         interval = _Interval(world.device)
-        bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress, dynamic_ncols=True)
+        self.bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress,
+                        dynamic_ncols=True, smoothing=0, bar_format=PROGRESS)
+        pace = Pace(step, settings.max_steps)
         flops = training_flops_per_token(self.model.discriminator.config, self.model.generator.config,
                                          settings.max_seq_length, settings.mask_rate)
-        stop = False
+        stop, saved, self.kept_steps = False, step, step
         while step < settings.max_steps:
+            started, data_state, rng = time.perf_counter(), self.data.state_dict(), rng_states()
             batch = self.data.next_batch(settings.batch_size, world.rank, world.size)
-            norms, rates = self._step(runners, step, batch, interval)
+            try:
+                norms, rates = self._step(runners, step, batch, interval)
+            except _StepDropped:
+                self._drop_step(data_state, rng)
+                if step != saved:
+                    self._save(step)
+                return self._stopped(step)
             step += 1
             if not all(torch.isfinite(norm) for norm in norms.values()):
                 if settings.on_nonfinite == "stop":
                     raise self._nonfinite_error(step, norms)
                 self.skipped_steps += 1
-            bar.update(1)
+            self.bar.update(step - self.bar.n)  # the micro-batches' shares, made a whole step
+            told = pace.step_done(time.perf_counter() - started)
+            if told and world.is_main:
+                _log(f"pretrain: {told}")
             if self._due(step, settings.log_every):
                 record = self._log_record(step, interval, norms, rates, flops)
                 interval.reset()
                 if log is not None:
                     log.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", rtd_acc=f"{record['rtd_accuracy']:.3f}",
-                                    tok_s=f"{record['tokens_per_s']:,.0f}")
+                    self.bar.set_postfix(loss=f"{record['loss']:.3f}", rtd_acc=f"{record['rtd_accuracy']:.3f}",
+                                         tok_s=f"{record['tokens_per_s']:,.0f}")
                     _log(_format_record(record))
             stop = world.any(self.stop_signal is not None)
             if not stop and self._due(step, settings.eval_every):
@@ -321,20 +414,34 @@ class Pretrainer:
             if stop or self._due(step, settings.checkpoint_every):
                 with interval.paused():
                     self._save(step)
-            # A signal during the last step still ends a finished run (exit 0, manifest written): its
-            # checkpoint is the final one either way, and 143 would have a job script requeue a run
-            # with nothing left to do. The final validation is all the signal costs.
+                saved = step
+            # A signal past the last step's micro-batches still ends a finished run (exit 0, manifest
+            # written): its checkpoint is the final one either way, and 143 would have a job script
+            # requeue a run with nothing left to do. The final validation is all the signal costs.
             if stop and step < settings.max_steps:
-                bar.close()
-                if world.is_main:
-                    _log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue.")
-                return STOP_SIGNALS.get(self.stop_signal, 143)
-        bar.close()
+                return self._stopped(step)
+        self.bar.close()
         if stop and world.is_main:
             _log("pretrain: stopped by a signal during the last step; the run is finished, without its final "
                  "validation")
         self._check_skipped()
         return 0
+
+    def _drop_step(self, data_state: dict, rng: dict) -> None:
+        """Back to the end of the last completed step: its gradients so far discarded, the data
+        position and the RNG states it started from (the generator's update is undone in ``_step``)."""
+        for update in self.updates:
+            update.optimizer.zero_grad(set_to_none=True)
+        self.data.load_state_dict(data_state)
+        restore_rng_states(rng)
+
+    def _stopped(self, step: int) -> int:
+        """The exit status of a run stopped by a signal once ``step`` is saved."""
+        self.bar.close()
+        if self.world.is_main:
+            _log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue."
+                 if step else "pretrain: stopped before the first step ended; nothing to save")
+        return STOP_SIGNALS.get(self.stop_signal, 143)
 
     def _check_skipped(self) -> None:
         """A finished run that skipped steps says how many; past ``max_skipped_share`` it fails."""
@@ -362,16 +469,22 @@ class Pretrainer:
         Returns each update's gradient norm and learning rate."""
         ids = [micro.to(self.world.device, non_blocking=True) for micro in batch.split(self.micro)]
         norms, rates = {}, {}
+        self.vote.begin(len(ids) * len(self.updates))
         if not self.settings.decoupled:
             outputs = self._backward(runners["model"], step, TRAIN, [(x, torch.ones_like(x)) for x in ids],
                                      lambda out: out.loss)
         else:
             corruptions = self._backward(runners["generator"], step, TRAIN, [(x, torch.ones_like(x)) for x in ids],
                                          lambda out: out.mlm_loss)
+            before = _UpdateState.of(self.updates[0])
             norms["generator"], rates["generator"] = self._apply(self.updates[0])
-            outputs = self._backward(runners["discriminator"], step, DISCRIMINATOR,
-                                     [(corruption, torch.ones_like(x)) for corruption, x in zip(corruptions, ids)],
-                                     lambda out: out.weighted_rtd_loss)
+            try:
+                outputs = self._backward(runners["discriminator"], step, DISCRIMINATOR,
+                                         [(corruption, torch.ones_like(x)) for corruption, x in zip(corruptions, ids)],
+                                         lambda out: out.weighted_rtd_loss)
+            except _StepDropped:
+                before.restore(self.updates[0])
+                raise
         last = self.updates[-1]
         norms[last.name], rates[last.name] = self._apply(last)
         for out in outputs:
@@ -392,7 +505,17 @@ class Pretrainer:
                     out = runner(*arguments)
                 (loss(out) / len(inputs)).backward()
             outputs.append(out)
+            self._after_micro_batch()
         return outputs
+
+    def _after_micro_batch(self) -> None:
+        """The progress bar moves; a stop requested ends the step here, unless this was its last
+        micro-batch: then only the optimizer step is left, and the step is kept."""
+        self.bar.update(self.micro_batch_share)
+        if self.vote.stop(self.stop_signal is not None):
+            raise _StepDropped
+        if self.vote.left == 0:
+            self.kept_steps += 1
 
     def _apply(self, update: _Update) -> tuple[torch.Tensor, float]:
         """Clips the update's gradient and steps its optimizer, unless the gradient is not finite;

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..optim import adamw
 from ..storage import tensor_bytes, writing
 from .batching import Encoded, collate, length_grouped_batches, shard, sorted_batches
 from ..distributed import World
+from ..plan import Pace, Plan, format_plan, model_size
 from ..trackers import Trackers
 from .settings import XnliSettings
 
@@ -107,6 +109,16 @@ def _epoch_batches(data: Encoded, settings: XnliSettings, seed: int, epoch: int,
     return [b for b in batches if len(b) >= world]
 
 
+def fine_tuning_plan(model, first_epoch: list[list[int]], steps: int, settings: XnliSettings, runtime: World,
+                     workdir: Path, done: int = 0) -> Plan:
+    """What a seed's fine-tuning will cost, from the batches of its first epoch (every epoch has
+    batches of the same sizes: only their order and members change)."""
+    pairs_per_epoch = sum(map(len, first_epoch))
+    return Plan(models={"classifier": model_size(model)}, unit="pairs", batch=settings.batch_size,
+                micro_batch=-(-settings.batch_size // runtime.size), micro_batches=1, processes=runtime.size,
+                steps=steps, total=round(pairs_per_epoch * steps / len(first_epoch)), out=workdir, done=done)
+
+
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with writing(path, tensor_bytes(obj), partial=tmp):
@@ -155,7 +167,8 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
     Each evaluation also goes to ``trackers`` (process 0's)."""
     pad_id = tokenizer.pad_token_id or 0
     model.to(runtime.device)
-    steps_per_epoch = len(_epoch_batches(train, settings, seed, 0, runtime.size))
+    first_epoch = _epoch_batches(train, settings, seed, 0, runtime.size)
+    steps_per_epoch = len(first_epoch)
     if steps_per_epoch == 0:
         raise UserError(f"{len(train)} training pairs cannot feed {runtime.size} processes")
     total = max(1, round(steps_per_epoch * settings.epochs))
@@ -175,6 +188,8 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         selection, step = state["selection"], state["step"]
     if runtime.is_main:
         _settle_best(workdir, selection.best_step)
+        tqdm.write(format_plan(fine_tuning_plan(model, first_epoch, total, settings, runtime, workdir, step),
+                               f"xnli seed {seed}"), file=sys.stderr)
 
     trained = DistributedDataParallel(model) if runtime.size > 1 else model
     bar = tqdm(total=total, initial=step, desc=f"seed {seed}", unit="step", disable=not (progress and runtime.is_main),
@@ -182,7 +197,9 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
     epoch, batches = -1, []
     seen, started = 0, time.perf_counter()
     losses = []  # this process's losses since the last evaluation, kept on the device
+    pace = Pace(step, total)
     while step < total:
+        step_started = time.perf_counter()
         if step // steps_per_epoch != epoch:
             epoch = step // steps_per_epoch
             batches = _epoch_batches(train, settings, seed, epoch, runtime.size)
@@ -204,6 +221,11 @@ def fine_tune(model, tokenizer, train: Encoded, dev_sets: dict[str, Encoded], se
         bar.update(1)
         if not bar.disable and step % 10 == 0:  # .item() waits for the device: not every step
             bar.set_postfix(loss=f"{loss.item():.3f}", ex_s=f"{seen / (time.perf_counter() - started):.1f}")
+        if not pace.told and runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)  # only the steps timed for the pace wait for the device
+        told = pace.step_done(time.perf_counter() - step_started)
+        if told and runtime.is_main:
+            bar.write(f"xnli seed {seed}: {told}", file=sys.stderr)
         if step % settings.eval_every == 0 or step == total:
             _evaluate_and_keep(model, tokenizer, dev_sets, settings, selection, step, workdir, runtime, pad_id, bar)
             if runtime.is_main:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
+from mdeberta.pretrain.tokens import tokenize_corpus
 from mdeberta.tokenizer.normalization import control_rules
 from tests.tokenizer.conftest import sample_documents, write_shard
 
@@ -37,6 +38,19 @@ def corpus(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory) -> Path:
     return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("pretrain") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus_dir, tokenizer) -> Path:
+    """The corpus' token streams, a fifth of each language's documents held out."""
+    out = corpus_dir.parent / "tokens"
+    tokenize_corpus(corpus_dir, tokenizer, out, validation_fraction=0.2, workers=1, progress=False)
+    return out
 
 
 def train_tokenizer(folder: Path, vocab_size: int = 400) -> Path:

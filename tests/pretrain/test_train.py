@@ -27,7 +27,6 @@ from mdeberta.distributed import World
 from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.pretrain.stage import ChangedInputsError, run_pretraining
-from mdeberta.pretrain.tokens import tokenize_corpus
 from mdeberta.pretrain import train as train_module
 from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
 from mdeberta.recipe import SettingsError
@@ -39,18 +38,6 @@ SETTINGS = PretrainSettings(size="tiny", batch_size=4, micro_batch_size=2, max_s
                             warmup_steps=2, learning_rate=1e-3, log_every=1, eval_every=0, eval_sequences=4,
                             checkpoint_every=100, keep_checkpoints=10)
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("pretrain") / "corpus")
-
-
-@pytest.fixture(scope="module")
-def tokens(corpus_dir, tokenizer) -> Path:
-    out = corpus_dir.parent / "tokens"
-    tokenize_corpus(corpus_dir, tokenizer, out, validation_fraction=0.2, workers=1, progress=False)
-    return out
 
 
 def train(tokens: Path, tokenizer: Path, out: Path, **changes) -> int:
