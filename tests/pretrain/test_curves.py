@@ -14,7 +14,7 @@ from mdeberta.pretrain import metrics, plot
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.recipe import SettingsError
 
-from .test_train import corpus_dir, records, tokens, train  # noqa: F401 (fixtures)
+from .test_train import records, train
 
 PNG = b"\x89PNG"
 
