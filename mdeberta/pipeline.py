@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .console import log
 from .corpora.settings import CorpusSettings
 from .errors import UserError
 from .locking import output_lock
@@ -131,10 +131,6 @@ def _manifest_state(*paths: Path) -> tuple[bool, object]:
 
 def _has_content(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Pipeline:
@@ -256,10 +252,10 @@ class Pipeline:
         except (OSError, ValueError, KeyError):
             exported = None
         if not redo and exported == checkpoint_fingerprint(checkpoint):
-            _log(f"export: {out} holds {checkpoint.name} already; nothing to do")
+            log(f"export: {out} holds {checkpoint.name} already; nothing to do")
             return 0
         for folder in export_checkpoint(checkpoint, out).values():
-            _log(f"export: {checkpoint.name} -> {folder}")
+            log(f"export: {checkpoint.name} -> {folder}")
         return 0
 
     def _xnli(self, model: Path, out: Path, redo: bool) -> int:
@@ -275,7 +271,7 @@ class Pipeline:
             run = XnliRun(settings, str(discriminator), self.recipe.pipeline.xnli_data, run_dir, self.progress)
             stale = not redo and run.made_from_other_inputs()
             if stale:
-                _log(f"pipeline: {run_dir} was fine-tuned from another model or data; redoing it")
+                log(f"pipeline: {run_dir} was fine-tuned from another model or data; redoing it")
             status = run.run(force=redo or stale)
             if status:
                 return status
@@ -327,7 +323,7 @@ class Pipeline:
         partial = not finished_before and step.has_progress()  # e.g. no checkpoint yet: pretraining starts over
         result.status = "running"
         redone = " (redo: --force or an earlier stage changed)" if redo and _has_content(step.folder) else ""
-        _log(f"pipeline: {step.label} -> {step.folder}{redone}")
+        log(f"pipeline: {step.label} -> {step.folder}{redone}")
         started = time.time()
         status = step.run(redo)
         result.elapsed_s = time.time() - started
@@ -380,7 +376,7 @@ class Pipeline:
 def _set_aside(folder: Path, why: str) -> None:
     if folder.exists():
         aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        _log(f"pipeline: {why}; {folder} set aside as {aside}")
+        log(f"pipeline: {why}; {folder} set aside as {aside}")
         folder.rename(aside)
 
 

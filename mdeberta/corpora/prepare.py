@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from ..console import log
 from ..errors import UserError
 from ..locking import output_lock
 from ..manifest import is_complete, write_json_atomic, write_manifest
@@ -64,10 +64,6 @@ OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", 
 
 class StageError(UserError):
     """A problem with the stage as a whole (settings, work folder); the message says what to do."""
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Layout:
@@ -164,7 +160,7 @@ class CorpusStage:
     def _run(self, shard_index, num_shards, merge_only, force, dedup_task, one_job) -> int:
         started = time.time()
         if not force and not one_job and is_complete(self.out, self.fingerprints, self.output_settings):
-            _log(f"corpus: {self.out} is up to date with these inputs and settings; nothing to do (--force redoes it)")
+            log(f"corpus: {self.out} is up to date with these inputs and settings; nothing to do (--force redoes it)")
             return 0
         self._prepare_work_folder(force, wipe_allowed=not one_job)
         if merge_only or dedup_task is not None:
@@ -179,14 +175,14 @@ class CorpusStage:
             if shard_index is not None:
                 if self.settings.dedup:
                     self._sort_keys([s for s in mine if self._clean_stats(s)])
-                _log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
+                log(f"corpus: slice {shard_index} of {num_shards} done ({len(failed)} failed); "
                      "when all slices are done, run the --dedup-task jobs, then the same command with --merge")
                 return 1 if failed else 0
         cleaned = {s.index: stats for s in self.shards if (stats := self._clean_stats(s))}
         done = [s for s in self.shards if s.index in cleaned]
         if dedup_task is not None:
             self._run_dedup_tasks(done, [dedup_task])
-            _log(f"corpus: dedup task {dedup_task} of {self.dedup_tasks} done; when all are done, run the same "
+            log(f"corpus: dedup task {dedup_task} of {self.dedup_tasks} done; when all are done, run the same "
                  "command with --merge")
             return 0
         tally = Tally()
@@ -219,7 +215,7 @@ class CorpusStage:
             raise StageError(f"{self.layout.work} was made with other settings; remove it or use another --out")
         if wipe_allowed and (previous is None or previous != current or force):
             if previous is not None:
-                _log("corpus: settings changed since the last run (or --force); redoing all shards")
+                log("corpus: settings changed since the last run (or --force); redoing all shards")
             shutil.rmtree(self.layout.work, ignore_errors=True)
             self._remove_outputs()
         for folder in ("clean", "keys", "dedup", "written"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError
+from ..manifest import file_stamp
 
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")  # not .json: that is usually one JSON value, not lines
@@ -46,8 +47,7 @@ class InputShard:
     def fingerprint(self) -> dict:
         if self.kind == "hf":
             return {"name": self.name}
-        stat = Path(self.path).stat()
-        return {"name": self.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return {"name": self.name, **file_stamp(Path(self.path))}
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..tokenizer.sampling import language_shares
+from ..corpora.contract import language_shares
 from .tokens import (
     TOKEN_DTYPE,
     TokenInventory,

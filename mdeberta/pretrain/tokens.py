@@ -26,7 +26,6 @@ import json
 import os
 import queue
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -42,10 +41,11 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 from tqdm import tqdm
 
+from ..console import log
 from ..errors import UserError
-from ..manifest import write_json_atomic
+from ..manifest import file_stamp, write_json_atomic
 from ..storage import WriteError, reserve_disk, writing
-from ..tokenizer.sampling import TEXT_COLUMN, CorpusError, language_shards
+from ..corpora.contract import TEXT_COLUMN, CorpusError, language_shards
 from ..workers import available_cores, quiet_after_kill, start_worker
 
 INVENTORY = "tokens.json"
@@ -131,8 +131,7 @@ def _split_folder(out: Path, split: str) -> Path:
 
 
 def _fingerprint(path: Path, root: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.relative_to(root)), "bytes": stat.st_size, "mtime": stat.st_mtime}
+    return {"path": str(path.relative_to(root)), **file_stamp(path)}
 
 
 def _tokenizer_fingerprint(model: Path) -> dict:
@@ -300,7 +299,7 @@ def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, *, langs: list[str
     tokenizer_print = _tokenizer_fingerprint(model)
     reused = _reusable(out, fingerprints, tokenizer_print, validation_fraction)
     if reused is not None:
-        _log(f"pretrain: token streams in {out} are up to date with the corpus and tokenizer; not re-tokenizing")
+        log(f"pretrain: token streams in {out} are up to date with the corpus and tokenizer; not re-tokenizing")
         return reused
 
     specials = _special_ids(model)
@@ -321,10 +320,6 @@ def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, *, langs: list[str
     write_json_atomic(out / INVENTORY, inventory.to_json())
     shutil.rmtree(out / SHARDS, ignore_errors=True)
     return inventory
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def corpus_changes(out: Path, corpus: Path, langs: list[str] | None = None) -> list[str]:

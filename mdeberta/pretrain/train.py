@@ -17,7 +17,6 @@ import contextlib
 import copy
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from ..console import log
 from ..distributed import World, restore_rng_states, rng_states
 from ..errors import UserError
 from ..optim import adamw
@@ -58,10 +58,6 @@ class ChangedSettingsError(SettingsError):
         self.checkpoint, self.details = checkpoint, details
         super().__init__(f"{checkpoint} was trained with other settings ({details}); use them again to resume, or "
                          f"pass another --out (or delete {checkpoint.parent}) to start a new run")
-
-
-def _log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
 
 
 TRAIN, VALID, DISCRIMINATOR = 0, 1, 2  # separate seed streams (the last: decoupled updates' second half)
@@ -263,7 +259,7 @@ class Pretrainer:
             raise SettingsError(f"batch_size ({settings.batch_size}) must be a multiple of micro_batch_size "
                                 f"({self.micro}) x processes ({world.size})")
         if self.micro < settings.micro_batch_size and world.is_main:
-            _log(f"pretrain: micro-batches of {self.micro} sequences (batch_size / processes is below "
+            log(f"pretrain: micro-batches of {self.micro} sequences (batch_size / processes is below "
                  f"micro_batch_size {settings.micro_batch_size}); masks differ from a run with micro-batches of "
                  f"{settings.micro_batch_size}")
         self.model = build_model(settings, self.inventory).to(world.device)
@@ -306,7 +302,7 @@ class Pretrainer:
         root = self.out / "checkpoints"
         if self.world.is_main:
             remove_unfinished(root)
-        checkpoint = latest_intact_checkpoint(root, _log if self.world.is_main else lambda _: None)
+        checkpoint = latest_intact_checkpoint(root, log)
         if checkpoint is None:
             return 0
         step = int(STEP_DIR.match(checkpoint.name).group(1))
@@ -317,7 +313,7 @@ class Pretrainer:
         step, self.skipped_steps, data_state = load_training_state(checkpoint, self.updates)
         self.data.load_state_dict(data_state)
         if self.world.is_main:
-            _log(f"pretrain: resuming from {checkpoint} (step {step})")
+            log(f"pretrain: resuming from {checkpoint} (step {step})")
         return step
 
     def _on_signal(self, signum, frame) -> None:
@@ -327,14 +323,14 @@ class Pretrainer:
             if signum == signal.SIGINT:
                 if self.world.is_main:
                     latest = latest_checkpoint(self.out / "checkpoints")
-                    _log(f"pretrain: a second Ctrl-C: stopping now, without saving (the latest checkpoint: "
+                    log(f"pretrain: a second Ctrl-C: stopping now, without saving (the latest checkpoint: "
                          f"{latest.name if latest else 'none'})")
                 raise KeyboardInterrupt
             return
         self.stop_signal = signum
         if self.world.is_main:
             saving = f"saving step {self.kept_steps}" if self.kept_steps else "no step to save yet"
-            _log(f"pretrain: {signal.Signals(signum).name} received: stopping after this micro-batch; {saving}"
+            log(f"pretrain: {signal.Signals(signum).name} received: stopping after this micro-batch; {saving}"
                  + (" (a second Ctrl-C stops at once, without saving)" if signum == signal.SIGINT else ""))
 
     # ---------------------------------------------------------------- the loop
@@ -344,10 +340,10 @@ class Pretrainer:
         if resume and step == 0:
             raise UserError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; leave out --resume to start")
         if step >= self.settings.max_steps:
-            _log(f"pretrain: already trained to step {step} (max_steps {self.settings.max_steps})")
+            log(f"pretrain: already trained to step {step} (max_steps {self.settings.max_steps})")
             return 0
         if self.world.is_main:
-            _log(format_plan(self.plan(step), "pretrain"))
+            log(format_plan(self.plan(step), "pretrain"))
         if self.settings.compile:
             compile_layers(self.model)
         # what runs each update's forward: under torchrun, a DDP wrapper per update, so that each
@@ -355,15 +351,15 @@ class Pretrainer:
         runners = {update.name: self._distributed(update.module) for update in self.updates}
         if self.world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.out / "metrics.jsonl", self.settings, step) if self.world.is_main else None
+        metrics_log = MetricsLog(self.out / "metrics.jsonl", self.settings, step) if self.world.is_main else None
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
-            return self._loop(runners, step, log)
+            return self._loop(runners, step, metrics_log)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            if log is not None:
-                log.close()
+            if metrics_log is not None:
+                metrics_log.close()
 
     def _distributed(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.world.distributed:
@@ -371,7 +367,7 @@ class Pretrainer:
         return DistributedDataParallel(module, device_ids=[self.world.device] if self.world.device.type == "cuda"
                                        else None)
 
-    def _loop(self, runners: dict, step: int, log: MetricsLog | None) -> int:
+    def _loop(self, runners: dict, step: int, metrics_log: MetricsLog | None) -> int:
         settings, world = self.settings, self.world
         interval = _Interval(world.device)
         self.bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress,
@@ -398,19 +394,19 @@ class Pretrainer:
             self.bar.update(step - self.bar.n)  # the micro-batches' shares, made a whole step
             told = pace.step_done(time.perf_counter() - started)
             if told and world.is_main:
-                _log(f"pretrain: {told}")
+                log(f"pretrain: {told}")
             if self._due(step, settings.log_every):
                 record = self._log_record(step, interval, norms, rates, flops)
                 interval.reset()
-                if log is not None:
-                    log.write(record)
+                if metrics_log is not None:
+                    metrics_log.write(record)
                     self.bar.set_postfix(loss=f"{record['loss']:.3f}", rtd_acc=f"{record['rtd_accuracy']:.3f}",
                                          tok_s=f"{record['tokens_per_s']:,.0f}")
-                    _log(_format_record(record))
+                    log(_format_record(record))
             stop = world.any(self.stop_signal is not None)
             if not stop and self._due(step, settings.eval_every):
                 with interval.paused():  # never in a preemption's grace period: that is the checkpoint's
-                    self._validate(step, log)
+                    self._validate(step, metrics_log)
             if stop or self._due(step, settings.checkpoint_every):
                 with interval.paused():
                     self._save(step)
@@ -422,7 +418,7 @@ class Pretrainer:
                 return self._stopped(step)
         self.bar.close()
         if stop and world.is_main:
-            _log("pretrain: stopped by a signal during the last step; the run is finished, without its final "
+            log("pretrain: stopped by a signal during the last step; the run is finished, without its final "
                  "validation")
         self._check_skipped()
         return 0
@@ -439,7 +435,7 @@ class Pretrainer:
         """The exit status of a run stopped by a signal once ``step`` is saved."""
         self.bar.close()
         if self.world.is_main:
-            _log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue."
+            log(f"pretrain: stopped at step {step}; checkpoint saved. Run the same command again to continue."
                  if step else "pretrain: stopped before the first step ended; nothing to save")
         return STOP_SIGNALS.get(self.stop_signal, 143)
 
@@ -456,7 +452,7 @@ class Pretrainer:
                 "run is diverging. Lower the learning rate or raise warmup_steps, and train again from a checkpoint "
                 "before the skips began")
         if self.world.is_main:
-            _log(f"pretrain: warning: {message}")
+            log(f"pretrain: warning: {message}")
 
     def _due(self, step: int, every: int) -> bool:
         """Every ``every`` steps (0: never) and at the last step."""
@@ -554,7 +550,7 @@ class Pretrainer:
         return record
 
     @torch.no_grad()
-    def _validate(self, step: int, log: MetricsLog | None) -> None:
+    def _validate(self, step: int, metrics_log: MetricsLog | None) -> None:
         """Held-out MLM and RTD metrics with fixed masks (seeded per batch), on rank 0."""
         if not self.world.is_main or not self.valid_batches:
             self.world.barrier()
@@ -575,8 +571,8 @@ class Pretrainer:
         summary = interval.summary(World())
         record = {"step": step, **{f"valid_{key}": value for key, value in summary.items()},
                   "valid_rtd_auc": roc_auc(torch.cat(logits), torch.cat(labels))}
-        log.write(record)
-        _log(_format_record(record))
+        metrics_log.write(record)
+        log(_format_record(record))
         self.world.barrier()
 
     def _save(self, step: int) -> None:

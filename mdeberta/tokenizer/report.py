@@ -114,7 +114,8 @@ def draw_report_lines(corpus: Path, langs: list[str], lines: int, seed: int) -> 
     """Up to ``lines`` lines per language, uniformly from its shards, in one streaming pass."""
     import numpy as np
 
-    from .sampling import Reservoir, language_shards, read_lines
+    from ..corpora.contract import language_shards
+    from .sampling import Reservoir, read_lines
 
     rng = np.random.default_rng(seed)
     drawn = {}

@@ -22,13 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ..errors import UserError
-
-TEXT_COLUMN = "text"
-
-
-class CorpusError(UserError):
-    """The corpus folder is missing, empty or not the corpus stage's output."""
+from ..corpora.contract import TEXT_COLUMN, CorpusError, language_shards, language_shares
 
 
 @dataclass
@@ -64,22 +58,6 @@ class Sample:
                 "languages": {lang: asdict(stats) for lang, stats in self.languages.items()}}
 
 
-def language_shards(corpus: Path, langs: list[str]) -> dict[str, list[Path]]:
-    """``<corpus>/<lang>/part-*.parquet`` for the requested languages (all when none are given)."""
-    if not corpus.is_dir():
-        raise CorpusError(f"corpus not found: {corpus} (run `mdeberta corpus prepare ... --out {corpus}` first)")
-    found = {d.name: sorted(d.glob("part-*.parquet")) for d in sorted(corpus.iterdir()) if d.is_dir()}
-    found = {lang: parts for lang, parts in found.items() if parts}
-    if not found:
-        raise CorpusError(f"{corpus}: no <lang>/part-*.parquet shards; is it the output of `mdeberta corpus prepare`?")
-    wanted = langs or sorted(found)
-    missing = [lang for lang in wanted if lang not in found]
-    if missing:
-        raise CorpusError(f"{corpus}: no shards for language(s) {', '.join(missing)}; "
-                          f"the corpus has {', '.join(sorted(found))}")
-    return {lang: found[lang] for lang in wanted}
-
-
 def _paragraphs(shards: list[Path]) -> Iterator[list[str]]:
     """Batches of paragraphs (the lines SentencePiece trains on), one record batch at a time."""
     for path in shards:
@@ -113,15 +91,6 @@ def _count_sizes(shards: dict[str, list[Path]], progress: bool) -> dict[str, tup
             characters += sum(map(len, nonempty))
         sizes[lang] = (lines, characters)
     return sizes
-
-
-def language_shares(characters: dict[str, int], alpha: float) -> tuple[dict[str, float], dict[str, float]]:
-    """p_i (share of the corpus) and q_i (share of the sample) per language."""
-    total = sum(characters.values())
-    p = {lang: n / total for lang, n in characters.items()}
-    weights = {lang: share ** alpha for lang, share in p.items()}
-    norm = sum(weights.values())
-    return p, {lang: w / norm for lang, w in weights.items()}
 
 
 def sample_quotas(lines: dict[str, int], q: dict[str, float], sentences: int) -> dict[str, int]:

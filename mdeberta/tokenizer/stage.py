@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from ..console import log
 from ..corpora.contract import require_finished_corpus
 from ..locking import output_lock
-from ..manifest import MANIFEST, is_complete, write_json_atomic, write_manifest
+from ..manifest import MANIFEST, file_stamp, is_complete, write_json_atomic, write_manifest
 from ..recipe import output_settings
 from .card import write_model_card
 from .hf_files import write_hf_files
@@ -28,10 +28,6 @@ from .train import check_memory, train_sentencepiece
 WORK = "_work"
 OUTPUTS = ("spm.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
            "sample_stats.json", "report.json", "report.md", "README.md", "spm_train.log")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def load_fast_tokenizer(folder: Path):
@@ -58,7 +54,7 @@ class TokenizerStage:
         files = [part for parts in self.plan.shards.values() for part in parts]
         stats = self.corpus / "stats.json"
         files += [stats] if stats.is_file() else []
-        return [{"path": str(f.relative_to(self.corpus)), "bytes": f.stat().st_size, "mtime": f.stat().st_mtime}
+        return [{"path": str(f.relative_to(self.corpus)), **file_stamp(f)}
                 for f in files]
 
     def run(self, force: bool = False) -> int:
@@ -68,7 +64,7 @@ class TokenizerStage:
     def _run(self, force: bool) -> int:
         started = time.time()
         if not force and is_complete(self.out, self.inputs, self.output_settings):
-            _log(f"tokenizer: {self.out} is up to date with this corpus and these settings; nothing to do "
+            log(f"tokenizer: {self.out} is up to date with this corpus and these settings; nothing to do "
                  "(--force redoes it)")
             return 0
         check_memory(self.plan.expected_characters(), self.plan.lines, self.settings.max_memory)
@@ -77,12 +73,12 @@ class TokenizerStage:
         (self.out / MANIFEST).unlink(missing_ok=True)
 
         sampled = self.plan.describe()
-        _log(f"tokenizer: {sampled}")
+        log(f"tokenizer: {sampled}")
         sample = draw_sample(self.plan, self.settings.seed, self.settings.max_sentence_length,
                              self.settings.report_lines, self.progress)
         check_memory(sample.characters, self.plan.lines, self.settings.max_memory)
         result = train_sentencepiece(sample.lines, sample.characters, self.settings, self.work, self.progress,
-                                     warn=_log)
+                                     warn=log)
         mask_id = write_hf_files(self.work / "spm.model", self.work, self.settings.model_max_length)
         sample_stats = {**sample.to_json(), "sampled": sampled, "alpha": self.settings.alpha,
                         "seed": self.settings.seed, "pieces": result.pieces, "mask_id": mask_id,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from ..console import log
 from ..errors import UserError
 from ..locking import output_lock
 from ..manifest import MANIFEST, file_stamp, is_complete, package_versions, write_json_atomic, write_manifest
@@ -40,12 +40,6 @@ class ModelLoadError(UserError):
     pass
 
 
-def _log(message: str, runtime: World | None = None) -> None:
-    """Progress messages, from process 0 only under torchrun."""
-    if runtime is None or runtime.is_main:
-        print(message, file=sys.stderr, flush=True)
-
-
 def load_classifier(name: str, attention: str = "auto", runtime: World | None = None):
     """Our encoder with a 3-way head, from any deberta-v2 folder or hub name; labels by name.
 
@@ -65,11 +59,11 @@ def load_classifier(name: str, attention: str = "auto", runtime: World | None = 
         raise ModelLoadError(f"--model {name}: cannot load a deberta-v2 model ({str(err).splitlines()[0]})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    _log_loading_info(name, info, runtime)
+    _log_loading_info(name, info)
     return classifier
 
 
-def _log_loading_info(name: str, info: dict, runtime: World | None) -> None:
+def _log_loading_info(name: str, info: dict) -> None:
     notes = []
     if info["missing_keys"]:
         heads = sorted({key.split(".")[0] for key in info["missing_keys"]})
@@ -79,7 +73,7 @@ def _log_loading_info(name: str, info: dict, runtime: World | None) -> None:
     if info["mismatched_keys"]:
         notes.append(f"{len(info['mismatched_keys'])} weights of another shape, newly initialised")
     if notes:
-        _log(f"xnli: loaded {name}; {'; '.join(notes)}", runtime)
+        log(f"xnli: loaded {name}; {'; '.join(notes)}")
 
 
 def load_tokenizer(name: str):
@@ -164,8 +158,8 @@ class XnliRun:
 
     def _run(self, runtime: World, inputs: list[dict], settings: dict, started: float, force: bool) -> int:
         if not force and is_complete(self.out, inputs, settings):
-            _log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
-                 "(--force redoes it)", runtime)
+            log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
+                 "(--force redoes it)")
             return 0
         if runtime.is_main:
             if force:
@@ -179,7 +173,7 @@ class XnliRun:
         selection_sets = {lang: evaluation["dev", lang] for lang in self.settings.train_languages}
         for seed in self.settings.seeds:
             if self._seed_done(seed):
-                _log(f"xnli: seed {seed} already finished; kept", runtime)
+                log(f"xnli: seed {seed} already finished; kept")
                 continue
             self._run_seed(seed, tokenizer, train, selection_sets, evaluation, runtime)
         if runtime.is_main:
@@ -187,7 +181,7 @@ class XnliRun:
             write_manifest(self.out, "xnli", inputs, settings, started,
                            outputs={"train_pairs": len(train), "seeds": self.settings.seeds},
                            packages=("torch", "transformers", "datasets"))
-            _log(f"xnli: report in {self.out / 'results.md'} and {self.out / 'xnli.png'}")
+            log(f"xnli: report in {self.out / 'results.md'} and {self.out / 'xnli.png'}")
         runtime.barrier()
         return 0
 
@@ -202,8 +196,8 @@ class XnliRun:
         tables = {(split, lang): read_split(reader, split, lang, s.max_eval_examples)
                   for split in EVALUATED for lang in s.languages}
         train_tables = [read_split(reader, "train", lang, s.max_train_examples) for lang in s.train_languages]
-        _log(f"xnli: {sum(map(len, train_tables)):,} training pairs ({', '.join(s.train_languages)}), "
-             f"{sum(map(len, tables.values())):,} dev/test pairs; tokenizing", runtime)
+        log(f"xnli: {sum(map(len, train_tables)):,} training pairs ({', '.join(s.train_languages)}), "
+             f"{sum(map(len, tables.values())):,} dev/test pairs; tokenizing")
         train = concat([encode(tokenizer, table, s.max_length) for table in train_tables])
         evaluation = {key: encode(tokenizer, table, s.max_length) for key, table in tables.items()}
         return train, evaluation
@@ -254,6 +248,6 @@ class XnliRun:
             write_json_atomic(run_info_path(self.out, self.settings.setting, seed), info)
             (workdir / STATE).unlink(missing_ok=True)
             test = [scores["test", lang] for lang in self.settings.languages]
-            _log(f"xnli: seed {seed}: best step {selection.best_step}, test accuracy mean over "
+            log(f"xnli: seed {seed}: best step {selection.best_step}, test accuracy mean over "
                  f"{len(test)} languages {100 * sum(test) / len(test):.2f}")
         runtime.barrier()

@@ -1,11 +1,12 @@
-"""Later stages refuse a corpus folder the corpus stage began and did not finish."""
+"""What later stages rely on in a corpus folder: refused when unfinished; each language's share of a
+multilingual draw."""
 
 import json
 
 import pytest
 
 from mdeberta.cli import main
-from mdeberta.corpora.contract import UnfinishedCorpusError, require_finished_corpus
+from mdeberta.corpora.contract import UnfinishedCorpusError, language_shares, require_finished_corpus
 
 
 def unfinished_corpus(folder, failed_shard: bool):
@@ -42,3 +43,12 @@ def test_a_finished_corpus_and_a_users_own_folder_are_taken(tmp_path):
     own.mkdir(parents=True)  # per-language Parquet made elsewhere: no trace of the corpus stage
     for folder in (finished, own.parent):
         require_finished_corpus(folder)
+
+
+def test_shares_follow_the_exponent():
+    p, q = language_shares({"a": 900, "b": 90, "c": 10}, 0.3)
+    assert p == pytest.approx({"a": 0.9, "b": 0.09, "c": 0.01})
+    weights = {k: v ** 0.3 for k, v in p.items()}
+    assert q == pytest.approx({k: w / sum(weights.values()) for k, w in weights.items()})
+    assert language_shares({"a": 900, "b": 100}, 1.0)[1] == pytest.approx({"a": 0.9, "b": 0.1})
+    assert language_shares({"a": 900, "b": 100}, 0.0)[1] == pytest.approx({"a": 0.5, "b": 0.5})

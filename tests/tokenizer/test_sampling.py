@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mdeberta.tokenizer.sampling import (CorpusError, Reservoir, draw_sample, language_shares, plan_sample,
-                                         quotas, sample_quotas, split_long_line)
+from mdeberta.corpora.contract import CorpusError, language_shares
+from mdeberta.tokenizer.sampling import (Reservoir, draw_sample, plan_sample, quotas, sample_quotas,
+                                         split_long_line)
 from tests.tokenizer.conftest import write_shard
 
 SIZES = {"big": 6000, "mid": 600, "small": 60}  # lines per language; every line has 18 characters
@@ -37,15 +38,6 @@ def skewed_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory) -> Path:
     return numbered_corpus(tmp_path_factory.mktemp("tiny"), TINY)
-
-
-def test_shares_follow_the_exponent():
-    p, q = language_shares({"a": 900, "b": 90, "c": 10}, 0.3)
-    assert p == pytest.approx({"a": 0.9, "b": 0.09, "c": 0.01})
-    weights = {k: v ** 0.3 for k, v in p.items()}
-    assert q == pytest.approx({k: w / sum(weights.values()) for k, w in weights.items()})
-    assert language_shares({"a": 900, "b": 100}, 1.0)[1] == pytest.approx({"a": 0.9, "b": 0.1})
-    assert language_shares({"a": 900, "b": 100}, 0.0)[1] == pytest.approx({"a": 0.5, "b": 0.5})
 
 
 def test_quotas_sum_exactly():
