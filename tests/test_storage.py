@@ -77,7 +77,8 @@ def test_a_checkpoint_the_disk_refuses_midway_is_removed_and_named(tmp_path, mon
     monkeypatch.setattr(torch, "save", save_then_fill)
     root = tmp_path / "checkpoints"
     with pytest.raises(WriteError) as refused:
-        checkpoint_module.save_checkpoint(root, 3, model, updates, {}, settings, tmp_path, keep=2)
+        checkpoint_module.save_checkpoint(root, checkpoint_module.Progress(3, {}), model=model, updates=updates,
+                                          settings=settings, tokenizer=tmp_path, keep=2)
     assert str(refused.value).startswith(f"cannot write {root / 'step-3.tmp' / 'training_state.pt'}: No space left")
     assert "the write needed" in str(refused.value)
     assert list(root.iterdir()) == []  # neither step-3 nor step-3.tmp
@@ -89,7 +90,8 @@ def test_a_checkpoint_that_cannot_fit_is_refused_before_writing(tmp_path, monkey
     root = tmp_path / "checkpoints"
     with pytest.raises(WriteError, match=r"cannot write checkpoint step-3 in .*: No space left on device \(the "
                                          r"write needs [\d.]+ KB, 10 bytes free there\)"):
-        checkpoint_module.save_checkpoint(root, 3, model, updates, {}, settings, tmp_path, keep=2)
+        checkpoint_module.save_checkpoint(root, checkpoint_module.Progress(3, {}), model=model, updates=updates,
+                                          settings=settings, tokenizer=tmp_path, keep=2)
     assert list(root.iterdir()) == []
 
 

@@ -47,7 +47,7 @@ from .contract import WORK
 from .filters import ParagraphFilter
 from .langid import LanguageIdentifier
 from .languages import resolve_languages
-from .readers import InputError, InputShard, discover_inputs, read_documents
+from .readers import InputError, InputShard, RawDocument, discover_inputs, read_documents
 from .settings import CorpusSettings
 from .stats import Tally, write_stats
 
@@ -113,8 +113,15 @@ def _init_worker(settings: CorpusSettings, langs: list[str]) -> None:
     _cleaner = DocumentCleaner(settings, langs)
 
 
-def _clean_batch(task: tuple[str, int, list]) -> CleanBatch:
-    return _cleaner.clean(*task)
+@dataclass
+class _CleanJob:
+    source: str  # the shard's index, for the documents' ids
+    first: int  # the number of the batch's first document in its shard
+    documents: list[RawDocument]
+
+
+def _clean_batch(job: _CleanJob) -> CleanBatch:
+    return _cleaner.clean(job.source, job.first, job.documents)
 
 
 def _ordered_parallel(pool, fn: Callable, tasks: Iterable, in_flight: int) -> Iterator:
@@ -250,10 +257,10 @@ class CorpusStage:
         if self.workers > 1:
             quiet_after_kill()
             pool = multiprocessing.get_context("spawn").Pool(self.workers, _init_worker, (self.settings, self.langs))
-            run = lambda tasks: _ordered_parallel(pool, _clean_batch, tasks, 2 * self.workers)  # noqa: E731
+            run = lambda jobs: _ordered_parallel(pool, _clean_batch, jobs, 2 * self.workers)  # noqa: E731
         else:
             cleaner = DocumentCleaner(self.settings, self.langs)
-            run = lambda tasks: (cleaner.clean(*task) for task in tasks)  # noqa: E731
+            run = lambda jobs: (cleaner.clean(job.source, job.first, job.documents) for job in jobs)  # noqa: E731
         try:
             for shard in shards:
                 try:
@@ -270,7 +277,7 @@ class CorpusStage:
                 pool.terminate()
         return failed
 
-    def _batches(self, shard: InputShard) -> Iterator[tuple[str, int, list]]:
+    def _batches(self, shard: InputShard) -> Iterator[_CleanJob]:
         batch: list = []
         first = 0
         documents = read_documents(shard, self.settings.text_field, self.settings.max_line_chars,
@@ -280,10 +287,10 @@ class CorpusStage:
                 first = number
             batch.append(document)
             if len(batch) == self.settings.batch_size:
-                yield f"{shard.index:05d}", first, batch
+                yield _CleanJob(f"{shard.index:05d}", first, batch)
                 batch = []
         if batch:
-            yield f"{shard.index:05d}", first, batch
+            yield _CleanJob(f"{shard.index:05d}", first, batch)
 
     def _clean_shard(self, shard: InputShard, run) -> Iterator[CleanBatch]:
         for kind in KINDS:  # sorted from an earlier clean of this shard
@@ -316,7 +323,7 @@ class CorpusStage:
 
     def _sort_keys(self, shards: list[InputShard]) -> None:
         todo = [s for s in shards if not self._keys_sorted(s)]
-        self._in_parallel(_sort_shard_keys, [(self.out, s) for s in todo], "corpus keys", "shard")
+        self._in_parallel(_sort_shard_keys, [_SortJob(self.out, s) for s in todo], "corpus keys", "shard")
 
     def _keys_sorted(self, shard: InputShard) -> bool:
         return all(self.layout.keys(shard, kind).is_file() for kind in KINDS)
@@ -375,6 +382,12 @@ class ShardDuplicates:
 
 
 @dataclass
+class _SortJob:
+    out: Path
+    shard: InputShard
+
+
+@dataclass
 class _DedupJob:
     out: Path
     shards: list[InputShard]  # in input order
@@ -391,9 +404,8 @@ class _WriteJob:
     dedup_tasks: int  # 0: nothing is deduplicated
 
 
-def _sort_shard_keys(job: tuple[Path, InputShard]) -> None:
-    out, shard = job
-    layout = Layout(out)
+def _sort_shard_keys(job: _SortJob) -> None:
+    layout, shard = Layout(job.out), job.shard
     table = pq.read_table(layout.clean(shard), columns=["doc_hash", "paragraph_keys"])
     keys = {"documents": table.column("doc_hash").to_numpy(),
             "paragraphs": pc.list_flatten(table.column("paragraph_keys")).to_numpy(zero_copy_only=False)}

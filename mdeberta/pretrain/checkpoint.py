@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import safetensors.torch
@@ -35,7 +35,17 @@ from ..storage import require_room, tensor_bytes, writing
 from ..model import RTDModel
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+# the files of a checkpoint folder (see the module's docstring) ...
+MODEL = "model.safetensors"
+DESCRIPTION = "model.json"
+TRAINING_STATE = "training_state.pt"
+DATA_STATE = "data_state.json"
+SETTINGS = "settings.json"
+TOKENIZER = "tokenizer"
 RECORD = "complete.json"
+# ... and the keys of training_state.pt
+STEP, SKIPPED_STEPS, WORLD_SIZE = "step", "skipped_steps", "world_size"
+OPTIMIZERS, SCHEDULERS, RNG = "optimizers", "schedulers", "rng"
 TOKENIZER_FILES = ("spm.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -141,39 +151,48 @@ def checkpoint_fingerprint(checkpoint: Path) -> dict:
     """What tells this checkpoint from any other in its place, such as the same step of a run
     trained again: the stamp of its weights, which are written once (then the folder is renamed) and
     never rewritten. Hashing them would read gigabytes on every pipeline run."""
-    return {"step": Path(checkpoint).name, "model.safetensors": file_stamp(_require(checkpoint, "model.safetensors"))}
+    return {"step": Path(checkpoint).name, MODEL: file_stamp(_require(checkpoint, MODEL))}
 
 
-def save_checkpoint(root: Path, step: int, model: RTDModel, updates, data_state: dict,
-                    settings, tokenizer: Path, keep: int, skipped_steps: int = 0, world_size: int = 1) -> Path:
+@dataclass
+class Progress:
+    """Where a run stands at a checkpoint, besides its weights and optimizer states."""
+    step: int
+    data_state: dict  # the data position (batch number, per-language cursors and epochs)
+    skipped_steps: int = 0  # non-finite steps skipped so far
+    world_size: int = 1  # processes that trained the run
+
+
+def save_checkpoint(root: Path, progress: Progress, *, model: RTDModel, updates, settings, tokenizer: Path,
+                    keep: int) -> Path:
     """``updates``: the run's optimizer steps (named, each with its optimizer and scheduler). A
     checkpoint that cannot fit is refused before any of it is written; one the disk refuses midway
     is removed, and the error names the file."""
-    final = root / f"step-{step}"
-    tmp = root / f"step-{step}.tmp"
+    final = root / f"step-{progress.step}"
+    tmp = root / f"step-{progress.step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    training_state = {"step": step, "skipped_steps": skipped_steps, "world_size": world_size,
-                      "optimizers": {update.name: update.optimizer.state_dict() for update in updates},
-                      "schedulers": {update.name: update.scheduler.state_dict() for update in updates},
-                      "rng": rng_states()}
+    training_state = {STEP: progress.step, SKIPPED_STEPS: progress.skipped_steps, WORLD_SIZE: progress.world_size,
+                      OPTIMIZERS: {update.name: update.optimizer.state_dict() for update in updates},
+                      SCHEDULERS: {update.name: update.scheduler.state_dict() for update in updates},
+                      RNG: rng_states()}
     tokenizer_files = [tokenizer / name for name in TOKENIZER_FILES if (tokenizer / name).is_file()]
     needed = (tensor_bytes(model.state_dict()) + tensor_bytes(training_state)
               + sum(path.stat().st_size for path in tokenizer_files))
     root.mkdir(parents=True, exist_ok=True)
-    require_room(root, needed, f"checkpoint step-{step}")
+    require_room(root, needed, f"checkpoint step-{progress.step}")
     with writing(tmp, needed, partial=tmp):
         tmp.mkdir()
-        with writing(tmp / "model.safetensors", tensor_bytes(model.state_dict())):
-            safetensors.torch.save_model(model, str(tmp / "model.safetensors"))
-        write_json_atomic(tmp / "model.json", rtd_description(model))
-        with writing(tmp / "training_state.pt", tensor_bytes(training_state)), \
-                open(tmp / "training_state.pt", "wb") as file:  # a file object: torch then raises the OSError
+        with writing(tmp / MODEL, tensor_bytes(model.state_dict())):
+            safetensors.torch.save_model(model, str(tmp / MODEL))
+        write_json_atomic(tmp / DESCRIPTION, rtd_description(model))
+        with writing(tmp / TRAINING_STATE, tensor_bytes(training_state)), \
+                open(tmp / TRAINING_STATE, "wb") as file:  # a file object: torch then raises the OSError
             torch.save(training_state, file)
-        write_json_atomic(tmp / "data_state.json", data_state)
-        write_json_atomic(tmp / "settings.json", asdict(settings))
-        (tmp / "tokenizer").mkdir()
+        write_json_atomic(tmp / DATA_STATE, progress.data_state)
+        write_json_atomic(tmp / SETTINGS, asdict(settings))
+        (tmp / TOKENIZER).mkdir()
         for path in tokenizer_files:
-            shutil.copy2(path, tmp / "tokenizer" / path.name)
+            shutil.copy2(path, tmp / TOKENIZER / path.name)
         write_json_atomic(tmp / RECORD, _record(tmp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -193,9 +212,9 @@ def _require(checkpoint: Path, name: str) -> Path:
 def load_model(checkpoint: Path, attention: str = "auto") -> RTDModel:
     """The RTD model of a checkpoint, on the CPU."""
     checkpoint = Path(checkpoint)
-    description = json.loads(_require(checkpoint, "model.json").read_text(encoding="utf-8"))
+    description = json.loads(_require(checkpoint, DESCRIPTION).read_text(encoding="utf-8"))
     model = build_rtd_model(description, attention)
-    missing, unexpected = safetensors.torch.load_model(model, str(_require(checkpoint, "model.safetensors")),
+    missing, unexpected = safetensors.torch.load_model(model, str(_require(checkpoint, MODEL)),
                                                        strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{checkpoint}/model.safetensors does not fit model.json "
@@ -203,26 +222,25 @@ def load_model(checkpoint: Path, attention: str = "auto") -> RTDModel:
     return model
 
 
-def load_training_state(checkpoint: Path, updates) -> tuple[int, int, dict]:
-    """Restores each update's optimizer and scheduler, and the RNG states; returns the step, the
-    non-finite steps skipped so far (0 where a checkpoint does not record them) and the data position."""
-    state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True)
+def load_training_state(checkpoint: Path, updates) -> Progress:
+    """Restores each update's optimizer and scheduler, and the RNG states."""
+    state = torch.load(_require(checkpoint, TRAINING_STATE), map_location="cpu", weights_only=True)
     if "optimizer" in state:  # written before decoupled updates: one joint update
-        state["optimizers"], state["schedulers"] = {"model": state["optimizer"]}, {"model": state["scheduler"]}
+        state[OPTIMIZERS], state[SCHEDULERS] = {"model": state["optimizer"]}, {"model": state["scheduler"]}
     for update in updates:
-        update.optimizer.load_state_dict(state["optimizers"][update.name])
-        update.scheduler.load_state_dict(state["schedulers"][update.name])
-    restore_rng_states(state["rng"])
-    data_state = json.loads(_require(checkpoint, "data_state.json").read_text(encoding="utf-8"))
-    return state["step"], state.get("skipped_steps", 0), data_state
+        update.optimizer.load_state_dict(state[OPTIMIZERS][update.name])
+        update.scheduler.load_state_dict(state[SCHEDULERS][update.name])
+    restore_rng_states(state[RNG])
+    data_state = json.loads(_require(checkpoint, DATA_STATE).read_text(encoding="utf-8"))
+    return Progress(state[STEP], data_state, state.get(SKIPPED_STEPS, 0), state.get(WORLD_SIZE, 1))
 
 
 def trained_world_size(checkpoint: Path) -> int:
     """How many processes trained the run up to this checkpoint (1 where a checkpoint does not
     record it). Memory-mapped: the optimizer state, twice the model's size, is not read."""
-    state = torch.load(_require(checkpoint, "training_state.pt"), map_location="cpu", weights_only=True, mmap=True)
-    return state.get("world_size", 1)
+    state = torch.load(_require(checkpoint, TRAINING_STATE), map_location="cpu", weights_only=True, mmap=True)
+    return state.get(WORLD_SIZE, 1)
 
 
 def saved_settings(checkpoint: Path) -> dict:
-    return json.loads(_require(checkpoint, "settings.json").read_text(encoding="utf-8"))
+    return json.loads(_require(checkpoint, SETTINGS).read_text(encoding="utf-8"))

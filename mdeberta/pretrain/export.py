@@ -12,7 +12,7 @@ from pathlib import Path
 from ..locking import output_lock
 from ..manifest import write_json_atomic
 from ..storage import tensor_bytes, writing
-from .checkpoint import TOKENIZER_FILES, checkpoint_fingerprint, load_model, require_intact
+from .checkpoint import TOKENIZER, TOKENIZER_FILES, checkpoint_fingerprint, load_model, require_intact
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
@@ -33,8 +33,8 @@ def _export(checkpoint: Path, out: Path) -> dict[str, Path]:
         with writing(out / name, tensor_bytes(model.state_dict()), partial=tmp, approximate=True):
             export(tmp)
             for file in TOKENIZER_FILES:
-                if (checkpoint / "tokenizer" / file).is_file():
-                    shutil.copy2(checkpoint / "tokenizer" / file, tmp / file)
+                if (checkpoint / TOKENIZER / file).is_file():
+                    shutil.copy2(checkpoint / TOKENIZER / file, tmp / file)
         shutil.rmtree(out / name, ignore_errors=True)
         folders[name] = tmp.rename(out / name)
     write_json_atomic(out / "export.json", {"checkpoint": str(checkpoint.resolve()),

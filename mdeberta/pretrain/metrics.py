@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,6 +58,68 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+class Interval:
+    """Sums of the step statistics since the last log line, kept on the device (one all-reduce
+    for all of them), and the training time they took."""
+
+    # record key -> the attribute of the model's output it averages over micro-batches
+    MEANS = {"loss": "loss", "mlm_loss": "mlm_loss", "rtd_loss": "rtd_loss",
+             "mlm_accuracy": "generator_accuracy", "rtd_accuracy": "discriminator_accuracy"}
+    COUNTS = ("masked", "replaced", "tokens")  # summed, for the fractions
+    SUMMED = (*MEANS.values(), *COUNTS)
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(self.SUMMED), dtype=torch.float64, device=self.device)
+        self.micro_batches = 0
+        self.steps = 0
+        self.pending: list = []  # this step's micro-batch outputs
+        self.last = None  # the last kept micro-batch's output (for the AUC)
+        self.started = time.perf_counter()
+        self.paused_s = 0.0
+
+    def add(self, out) -> None:
+        self.pending.append(out)
+
+    def end_step(self, finite: bool = True) -> None:
+        """A skipped step's micro-batches stay out of the sums: one NaN would make every mean of the
+        interval NaN."""
+        if finite and self.pending:
+            for out in self.pending:
+                self.sums += torch.stack([getattr(out, name).detach().double() for name in self.SUMMED])
+            self.micro_batches += len(self.pending)
+            self.last = self.pending[-1]
+        self.pending = []
+        self.steps += 1
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent here (validation, checkpoints) is not training and stays out of tokens/s. The
+        steps still queued on the GPU are waited for first, so that their time stays in."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_s += time.perf_counter() - started
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.started - self.paused_s
+
+    def summary(self, world) -> dict:
+        """Means over the kept micro-batches; NaN where every step of the interval was skipped."""
+        sums = dict(zip(self.SUMMED, world.mean(self.sums).tolist()))
+        means = {key: sums[name] / (self.micro_batches or math.nan) for key, name in self.MEANS.items()}
+        means["masked_fraction"] = sums["masked"] / (sums["tokens"] or math.nan)
+        means["replaced_fraction"] = sums["replaced"] / (sums["tokens"] or math.nan)
+        means["replaced_of_masked"] = sums["replaced"] / (sums["masked"] or math.nan)
+        return means
 
 
 class MetricsLog:

@@ -248,7 +248,9 @@ def tokenize_shard(task: ShardTask) -> None:
     progress = _worker.get("queue")
     writers = {split: _SplitWriter(task, split) for split in ("train", VALID)}
     counts = {"docs": 0, "tokens": 0, "valid_docs": 0, "valid_tokens": 0, "empty_docs": 0, "text_bytes": 0}
-    first = (2.0, -1)  # (held-out key, position among the shard's training documents) of the smallest key
+    # the training document with the smallest held-out key: its key, and its position among them
+    first_key: float | None = None
+    first_doc: int | None = None
     try:
         for texts, ids, text_bytes in read_documents(task.source):
             split_docs: dict[str, list[list[int]]] = {"train": [], VALID: []}
@@ -257,8 +259,8 @@ def tokenize_shard(task: ShardTask) -> None:
                     counts["empty_docs"] += 1
                     continue
                 key = held_out_key(task.lang, str(doc_id))
-                if key >= task.fraction and key < first[0]:
-                    first = (key, counts["docs"] + len(split_docs["train"]))
+                if key >= task.fraction and (first_key is None or key < first_key):
+                    first_key, first_doc = key, counts["docs"] + len(split_docs["train"])
                 split_docs[VALID if key < task.fraction else "train"].append(doc)
             batch_tokens = 0
             for split, docs in split_docs.items():
@@ -276,7 +278,7 @@ def tokenize_shard(task: ShardTask) -> None:
         for writer in writers.values():
             writer.discard()
         raise
-    write_json_atomic(task.summary, {"inputs": task.inputs(), **counts, "first_key": first[0], "first_doc": first[1]})
+    write_json_atomic(task.summary, {"inputs": task.inputs(), **counts, "first_key": first_key, "first_doc": first_doc})
 
 
 # --- the whole corpus ------------------------------------------------------------------------------
@@ -481,7 +483,8 @@ def _assemble_language(out: Path, lang: str, tasks: list[ShardTask], fingerprint
             setattr(row, name, getattr(row, name) + summary[name])
     moved = None  # the task holding the document held out because no key fell below the fraction
     if row.valid_docs == 0 and row.docs >= 2 and tasks[0].fraction > 0:
-        moved = min(range(len(tasks)), key=lambda i: summaries[i]["first_key"])
+        moved = min((i for i, summary in enumerate(summaries) if summary["first_key"] is not None),
+                    key=lambda i: summaries[i]["first_key"])
     train_parts, valid_parts = [], []
     for position, task in enumerate(tasks):
         tokens, offsets = _load_part(task, "train")

@@ -34,10 +34,10 @@ from ..optim import adamw
 from ..model import RTDModel, cpu_isa, size_config
 from ..plan import Pace, Plan, format_plan, model_size
 from ..recipe import SettingsError, output_settings
-from .checkpoint import (STEP_DIR, latest_checkpoint, latest_intact_checkpoint, load_model, load_training_state,
-                         remove_unfinished, save_checkpoint, saved_settings)
+from .checkpoint import (STEP_DIR, Progress, latest_checkpoint, latest_intact_checkpoint, load_model,
+                         load_training_state, remove_unfinished, save_checkpoint, saved_settings)
 from .data import PackedSequences, TokenStreams, validation_batches
-from .metrics import MetricsLog, peak_flops, roc_auc, training_flops_per_token
+from .metrics import Interval, MetricsLog, peak_flops, roc_auc, training_flops_per_token
 from .settings import PretrainSettings
 from .tokens import TokenInventory
 
@@ -179,67 +179,6 @@ class _StopVote:
         return False
 
 
-class _Interval:
-    """Sums of the step statistics since the last log line, kept on the device, and the training
-    time they took."""
-
-    KEYS = ("loss", "mlm_loss", "rtd_loss", "mlm_accuracy", "rtd_accuracy")
-
-    def __init__(self, device):
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = torch.zeros(len(self.KEYS) + 3, dtype=torch.float64, device=self.device)
-        self.micro_batches = 0
-        self.steps = 0
-        self.pending: list = []  # this step's micro-batch outputs
-        self.last = None  # the last kept micro-batch's output (for the AUC)
-        self.started = time.perf_counter()
-        self.paused_s = 0.0
-
-    def add(self, out) -> None:
-        self.pending.append(out)
-
-    def end_step(self, finite: bool = True) -> None:
-        """A skipped step's micro-batches stay out of the sums: one NaN would make every mean of the
-        interval NaN."""
-        if finite and self.pending:
-            for out in self.pending:
-                values = [out.loss, out.mlm_loss, out.rtd_loss, out.generator_accuracy,
-                          out.discriminator_accuracy, out.masked, out.replaced, out.tokens]
-                self.sums += torch.stack([v.detach().double() for v in values])
-            self.micro_batches += len(self.pending)
-            self.last = self.pending[-1]
-        self.pending = []
-        self.steps += 1
-
-    @contextlib.contextmanager
-    def paused(self):
-        """Time spent here (validation, checkpoints) is not training and stays out of tokens/s. The
-        steps still queued on the GPU are waited for first, so that their time stays in."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.paused_s += time.perf_counter() - started
-
-    def training_seconds(self) -> float:
-        return time.perf_counter() - self.started - self.paused_s
-
-    def summary(self, world: World) -> dict:
-        """Means over the kept micro-batches; NaN where every step of the interval was skipped."""
-        sums = world.mean(self.sums).tolist()
-        means = {key: sums[i] / (self.micro_batches or math.nan) for i, key in enumerate(self.KEYS)}
-        masked, replaced, tokens = sums[len(self.KEYS):]
-        means["masked_fraction"] = masked / (tokens or math.nan)
-        means["replaced_fraction"] = replaced / (tokens or math.nan)
-        means["replaced_of_masked"] = replaced / (masked or math.nan)
-        return means
-
-
 class Pretrainer:
     def __init__(self, settings: PretrainSettings, tokens_dir: Path, tokenizer: Path, out: Path, world: World,
                  progress: bool = True):
@@ -310,11 +249,11 @@ class Pretrainer:
         if step >= self.settings.max_steps:
             return step
         self.model.load_state_dict(load_model(checkpoint, self.settings.attention).state_dict())
-        step, self.skipped_steps, data_state = load_training_state(checkpoint, self.updates)
-        self.data.load_state_dict(data_state)
-        if self.world.is_main:
-            log(f"pretrain: resuming from {checkpoint} (step {step})")
-        return step
+        progress = load_training_state(checkpoint, self.updates)
+        self.skipped_steps = progress.skipped_steps
+        self.data.load_state_dict(progress.data_state)
+        log(f"pretrain: resuming from {checkpoint} (step {progress.step})")
+        return progress.step
 
     def _on_signal(self, signum, frame) -> None:
         """A second Ctrl-C stops at once. A repeated SIGTERM is the same request: under Slurm every
@@ -369,7 +308,7 @@ class Pretrainer:
 
     def _loop(self, runners: dict, step: int, metrics_log: MetricsLog | None) -> int:
         settings, world = self.settings, self.world
-        interval = _Interval(world.device)
+        interval = Interval(world.device)
         self.bar = tqdm(total=settings.max_steps, initial=step, unit="step", disable=not self.progress,
                         dynamic_ncols=True, smoothing=0, bar_format=PROGRESS)
         pace = Pace(step, settings.max_steps)
@@ -458,7 +397,7 @@ class Pretrainer:
         """Every ``every`` steps (0: never) and at the last step."""
         return bool(every) and step % every == 0 or step == self.settings.max_steps
 
-    def _step(self, runners: dict, step: int, batch: torch.Tensor, interval: _Interval):
+    def _step(self, runners: dict, step: int, batch: torch.Tensor, interval: Interval):
         """One training step over this rank's slice: joint, one update on L_MLM + lambda L_RTD;
         decoupled, the generator's update on L_MLM over every micro-batch, then the discriminator's
         on lambda L_RTD over the corrupted micro-batches the generator made before its update.
@@ -534,7 +473,7 @@ class Pretrainer:
             "learning rate or raise warmup_steps, or set on_nonfinite = 'skip' to skip such steps")
 
     # ---------------------------------------------------------------- reporting
-    def _log_record(self, step, interval: _Interval, norms: dict, rates: dict, flops: float) -> dict:
+    def _log_record(self, step, interval: Interval, norms: dict, rates: dict, flops: float) -> dict:
         tokens = interval.steps * self.settings.batch_size * self.settings.max_seq_length
         last = interval.last
         record = {"step": step, "lr": rates[self.updates[-1].name], **interval.summary(self.world),
@@ -556,7 +495,7 @@ class Pretrainer:
             self.world.barrier()
             return
         self.model.eval()
-        interval = _Interval(self.world.device)
+        interval = Interval(self.world.device)
         logits, labels = [], []
         for index, batch in enumerate(self.valid_batches):
             torch.manual_seed(micro_batch_seed(self.settings.seed, VALID, index))
@@ -577,9 +516,10 @@ class Pretrainer:
 
     def _save(self, step: int) -> None:
         if self.world.is_main:
-            save_checkpoint(self.out / "checkpoints", step, self.model, self.updates,
-                            self.data.state_dict(), self.settings, self.tokenizer, self.settings.keep_checkpoints,
-                            self.skipped_steps, self.world.size)
+            save_checkpoint(self.out / "checkpoints",
+                            Progress(step, self.data.state_dict(), self.skipped_steps, self.world.size),
+                            model=self.model, updates=self.updates, settings=self.settings,
+                            tokenizer=self.tokenizer, keep=self.settings.keep_checkpoints)
         self.world.wait_for_main()
 
 

@@ -27,6 +27,7 @@ from mdeberta.distributed import World
 from mdeberta.pretrain.export import export_checkpoint
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.pretrain.stage import ChangedInputsError, run_pretraining
+from mdeberta.pretrain import metrics as metrics_module
 from mdeberta.pretrain import train as train_module
 from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
 from mdeberta.recipe import SettingsError
@@ -379,7 +380,8 @@ def test_skipped_steps_stay_out_of_the_means_and_are_counted_across_a_resume(tok
 def test_tokens_per_s_leaves_out_validation_and_checkpoints(tokens, tokenizer, tmp_path, monkeypatch):
     """On a clock that a step moves by 1 s and a validation or checkpoint by 100 s."""
     clock = [0.0]
-    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    for module in (train_module, metrics_module):  # the loop and its interval statistics
+        monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     for name, seconds in (("_step", 1.0), ("_validate", 100.0), ("_save", 100.0)):
         def timed(self, *args, _original=getattr(Pretrainer, name), _seconds=seconds):
             clock[0] += _seconds
