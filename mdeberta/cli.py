@@ -176,8 +176,10 @@ def _add_pretrain_group(stages) -> None:
         description="Tokenize CORPUS with the TOKENIZER's spm.model into OUT/tokens (once), then train: "
                     "packed sequences with languages drawn by p_i^alpha, RTD loss L_MLM + lambda L_RTD, "
                     "AdamW with warm-up and linear decay. Writes OUT/metrics.jsonl, OUT/curves.png "
-                    "(redrawn at each validation) and OUT/checkpoints/step-N; a rerun continues from the latest checkpoint. SIGTERM or "
-                    "Ctrl-C saves a checkpoint after the current step. Multi-GPU: start it with torchrun.",
+                    "(redrawn at each validation) and OUT/checkpoints/step-N; a rerun continues from the latest "
+                    "checkpoint. It prints its plan (parameters, tokens per step, micro-batches) before the first "
+                    "step. SIGTERM or Ctrl-C stops at the next micro-batch and saves the last completed step; a "
+                    "second Ctrl-C stops at once. Multi-GPU: start it with torchrun.",
         epilog="examples:\n"
                "  mdeberta pretrain run --recipe recipes/demo.toml --corpus work/corpus --tokenizer work/tokenizer "
                "--out work/pretrain\n"
