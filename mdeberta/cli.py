@@ -334,7 +334,7 @@ def _add_pipeline_group(stages) -> None:
                     "\"nes\", \"gdes\"] the model stages run once per sharing (pretrain-<sharing>/, ...) and\n"
                     "WORKDIR/ablation.md compares them, with their pretraining curves in WORKDIR/ablation.png.\n"
                     "Runs in one process: for several GPUs, start the pretrain and xnli stages themselves\n"
-                    "under torchrun (see the README).",
+                    "under torchrun (see docs/scale.md).",
         epilog="examples:\n"
                "  mdeberta pipeline recipes/demo.toml --workdir work\n"
                "  mdeberta pipeline recipes/demo.toml --workdir work --force pretrain   # retrain, re-export, re-evaluate\n"

@@ -148,7 +148,7 @@ class Pipeline:
                                 f"({', '.join(self.selected)}); widen --from/--until or leave it out")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise PipelineError("mdeberta pipeline runs in one process: under torchrun, start the pretrain and "
-                                "xnli stages themselves (`torchrun ... -m mdeberta pretrain run ...`); see the README")
+                                "xnli stages themselves (`torchrun ... -m mdeberta pretrain run ...`); see docs/scale.md")
         self.recipe = Recipe.load(recipe)
         self.workdir = Path(workdir)
         self.force = set(force)
@@ -237,8 +237,8 @@ class Pipeline:
             raise PipelineError(
                 f"{found[-1][1]} was trained by {processes} processes and the run is not finished; continue it "
                 f"under torchrun as it was started (`torchrun --nproc_per_node=N -m mdeberta pretrain run --recipe "
-                f"{self.recipe.path}{sharing} --corpus {corpus} --tokenizer {tokenizer} --out {out}`, see the "
-                "README), then rerun the pipeline; --force pretrain starts over in this one process")
+                f"{self.recipe.path}{sharing} --corpus {corpus} --tokenizer {tokenizer} --out {out}`, see "
+                "docs/scale.md), then rerun the pipeline; --force pretrain starts over in this one process")
 
     def _export(self, pretrain: Path, out: Path, redo: bool) -> int:
         from .pretrain.checkpoint import checkpoint_fingerprint, latest_checkpoint

@@ -3,9 +3,9 @@
 # Each finds, across every shard, the repeats of an earlier document or paragraph whose key lies
 # in its share, and writes their positions to $OUT/_work/dedup. A task holds one sub-range of its
 # keys at a time (2^22 keys, about 150 MB) plus 16 bytes per repeat it finds: about 0.8 GB for
-# CC-100 (10^10 paragraphs) in 64 tasks if a fifth of the keys repeat; README (corpus stage) has
-# the measured rates. --dedup-tasks must be the same number in this script and in corpus-merge.sh;
-# a rerun task whose inputs are unchanged is skipped.
+# CC-100 (10^10 paragraphs) in 64 tasks if a fifth of the keys repeat (docs/scale.md; the measured
+# rates are in benchmarks/RESULTS.md). --dedup-tasks must be the same number in this script and in
+# corpus-merge.sh; a rerun task whose inputs are unchanged is skipped.
 #SBATCH --job-name=mdeberta-corpus-dedup
 #SBATCH --array=0-63
 #SBATCH --cpus-per-task=1
