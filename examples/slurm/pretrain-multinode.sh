@@ -11,8 +11,9 @@
 # latest checkpoint.
 #
 # Stopping before the time limit: --signal=TERM@900 has Slurm send SIGTERM to every process of the
-# job step, torchrun and the training processes alike, 15 minutes before the limit. Each training
-# process finishes its step, process 0 writes a checkpoint, and all exit with 143. torchrun passes
+# job step, torchrun and the training processes alike, 15 minutes before the limit. The training
+# processes agree to stop at the next micro-batch, drop the unfinished step, process 0 writes a
+# checkpoint of the last completed one (unless it has one), and all exit with 143. torchrun passes
 # the SIGTERM on too (a repeated SIGTERM changes nothing) and SIGKILLs its workers after a grace
 # period of 30 s by default: too short for a base-size checkpoint (about 3 GB with the optimizer
 # state) on a network filesystem. TORCH_ELASTIC_SHUTDOWN_TIMEOUT lengthens it to 14 minutes, still
