@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..corpora.languages import XNLI_LANGUAGES
+from ..corpora import XNLI_LANGUAGES
 from ..errors import UserError
 from ..manifest import write_json_atomic
 from ..storage import write_figure, write_text_atomic

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import recipe
-from ..corpora.languages import XNLI_LANGUAGES
+from ..corpora import XNLI_LANGUAGES
 from ..model import TRAINING_BACKENDS
 from ..recipe import SettingsError
 from ..trackers import REPORT_TO_HELP, check_report_to
