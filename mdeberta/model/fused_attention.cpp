@@ -1,4 +1,4 @@
-// CPU kernel of the ``fused`` attention backend (mdeberta/model/attention.py).
+// CPU kernel of the ``fused`` attention backend (mdeberta/model/attention/fused.py).
 //
 // The [N, L, K] score matrices of disentangled attention (N = batch x heads) are read and
 // written once per direction instead of once per operation. Forward, per score row: Q.K^T

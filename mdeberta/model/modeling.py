@@ -4,7 +4,7 @@ Module and parameter names mirror transformers' ``DebertaV2Model``, ``DebertaV2F
 ``DebertaV2ForSequenceClassification``, and the classes extend transformers' ``PreTrainedModel``,
 so ``from_pretrained``/``save_pretrained`` read and write the same folders in both directions.
 The forward pass is this project's own: relative positions are bucketed once per length,
-attention runs through a selectable backend (see ``attention.py``), and the LM head can be
+attention runs through a selectable backend (see the ``attention`` package), and the LM head can be
 evaluated at chosen positions only.
 """
 

@@ -11,7 +11,7 @@ import transformers
 
 from mdeberta import model as ours
 from mdeberta.model import cpu_isa, fused_kernel
-from mdeberta.model.attention import _fused_probabilities, _kernel_layout
+from mdeberta.model.attention.fused import kernel_layout, kernel_probabilities
 
 from .conftest import padded_batch, tiny_config
 
@@ -46,9 +46,9 @@ def fused_dropout_probabilities() -> torch.Tensor | None:
         torch.randn(batch, heads, span, length, generator=generator)
     index = torch.randint(0, span, (length, length), generator=generator)
     mask = torch.rand(batch, 1, length, length, generator=generator) > 0.2
-    layout = _kernel_layout(index, mask, batch, length, length)
+    layout = kernel_layout(index, mask, batch, length, length)
     torch.manual_seed(5)
-    return _fused_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)[0]
+    return kernel_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)[0]
 
 
 if __name__ == "__main__":

@@ -48,13 +48,13 @@ def test_flex_gradients_through_flexattentions_reference_backward(monkeypatch):
     parameter's gradient, position tables included, matches eager's."""
     import torch.nn.attention.flex_attention as flex_module
 
-    from mdeberta.model import attention
+    from mdeberta.model.attention import flex
 
     if not hasattr(flex_module, "_validate_device"):
         pytest.skip("this torch has no FlexAttention CPU guard to lift")
     monkeypatch.setattr(flex_module, "_validate_device", lambda *tensors: None)
-    monkeypatch.setattr(attention, "_flex_trains_on", lambda device: True)
-    monkeypatch.setattr(attention, "_compiled_flex_attention", lambda device_type: flex_module.flex_attention)
+    monkeypatch.setattr(flex, "trains_on", lambda device: True)
+    monkeypatch.setattr(flex, "compiled_flex_attention", lambda device_type: flex_module.flex_attention)
     torch.manual_seed(0)
     model = ours.build(tiny_config(), attention="eager").train()
     ids, mask = padded_batch(64)

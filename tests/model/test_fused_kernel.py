@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mdeberta.model import fused_kernel
-from mdeberta.model.attention import (_CompactAttention, _fused_probabilities, _kernel_layout, _probabilities,
-                                       _softmax_backward)
+from mdeberta.model.attention.compact import CompactAttention, probabilities, softmax_backward
+from mdeberta.model.attention.fused import FusedAttention, kernel_layout, kernel_probabilities
 
 
 
@@ -41,8 +41,8 @@ def test_kernel_matches_compact_forward_and_backward(kernel, queries, keys, per_
     leaves, index, mask = attention_inputs(3, 2, queries, keys, 13, per_batch_index)
     weights = torch.randn(3, 2, queries, 8)
     results = []
-    for use in (None, kernel):
-        context = _CompactAttention.apply(*leaves, index, mask, 4.0, 0.0, use)
+    for attend in (CompactAttention.apply, lambda *inputs: FusedAttention.apply(*inputs, kernel)):
+        context = attend(*leaves, index, mask, 4.0, 0.0)
         for leaf in leaves:
             leaf.grad = None
         (context * weights).sum().backward()
@@ -57,21 +57,21 @@ def test_kernel_dropout_is_the_reference_math_with_the_mask_in_its_signs(kernel)
     (q, k, _, pos_key, pos_query), index, mask = attention_inputs(3, 2, 40, 300, 13, True)
     q, k, pos_key, pos_query = (t.detach() for t in (q, k, pos_key, pos_query))
     c2p, p2c = q @ pos_key.transpose(-1, -2), pos_query @ k.transpose(-1, -2)
-    layout = _kernel_layout(index, mask, 3, 40, 300)
-    full, *_ = _probabilities(q, k, c2p, p2c, index, mask, 4.0, 0.0)
+    layout = kernel_layout(index, mask, 3, 40, 300)
+    full, *_ = probabilities(q, k, c2p, p2c, index, mask, 4.0, 0.0)
     torch.manual_seed(5)
-    probs, kept, keep_scale = _fused_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)
+    probs, kept, keep_scale = kernel_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)
     dropped = torch.signbit(probs)
     assert (probs.abs() - full).abs().max() <= 1e-6
     assert torch.equal(kept, torch.where(dropped, 0.0, probs.abs()))
     assert abs(dropped.float().mean().item() - 0.25) < 0.01 and keep_scale == 1 / (1 - 0.25)
     torch.manual_seed(5)
-    assert torch.equal(_fused_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)[0], probs)
+    assert torch.equal(kernel_probabilities(kernel, q, k, c2p, p2c, *layout, 4.0, 0.25)[0], probs)
 
     # backward from the same signed probabilities: PyTorch's steps against the kernel's one pass
     grad = torch.randn_like(probs)
     expected = grad.clone()
-    _softmax_backward(expected, probs, mask, dropout=True)
+    softmax_backward(expected, probs, mask, dropout=True)
     got = grad.clone()
     tables = kernel.score_gradients(got.view(-1, 40, 300), probs.view(-1, 40, 300), layout[0], 2, layout[1],
                                     13, True, True)

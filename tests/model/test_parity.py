@@ -97,13 +97,13 @@ def test_backends_agree_with_eager_in_training_with_dropout_off(backend):
 
 
 def test_auto_takes_fused_or_compact_for_cpu_training_and_sdpa_otherwise(monkeypatch):
-    from mdeberta.model import attention, fused_kernel
+    from mdeberta.model import fused_kernel
     from mdeberta.model.attention import pick_backend
 
     leaf = torch.zeros(2, requires_grad=True)
     assert pick_backend("auto", leaf) == ("fused" if fused_kernel.load() is not None else "compact")
     assert pick_backend("auto", leaf.double()) == "compact"  # the kernel is float32 only
-    monkeypatch.setattr(attention.fused_kernel, "load", lambda: None)
+    monkeypatch.setattr(fused_kernel, "load", lambda: None)
     assert pick_backend("auto", leaf) == "compact"
     with torch.no_grad():
         assert pick_backend("auto", leaf * 2) == "sdpa"
@@ -112,7 +112,7 @@ def test_auto_takes_fused_or_compact_for_cpu_training_and_sdpa_otherwise(monkeyp
 
 
 def test_dropout_signs_rate_and_reproducibility():
-    from mdeberta.model.attention import dropout_signs
+    from mdeberta.model.attention.compact import dropout_signs
 
     torch.manual_seed(3)
     signs, rate = dropout_signs((64, 1000), 0.1, "cpu")
@@ -130,12 +130,12 @@ def test_dropout_signs_rate_and_reproducibility():
 
 def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
     """With the mask fixed, compact's output and gradients equal softmax -> masked_fill -> / (1 - p) -> x V."""
-    from mdeberta.model import attention
+    from mdeberta.model.attention import compact
 
     torch.manual_seed(0)
     shape = (2, 3, 9, 9)
     drop = torch.rand(shape) < 0.3
-    monkeypatch.setattr(attention, "dropout_signs",
+    monkeypatch.setattr(compact, "dropout_signs",
                         lambda s, p, device, dtype: (torch.where(drop, -1.0, 1.0).to(dtype), 0.3))
     q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     pos_key, pos_query = (torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
@@ -143,7 +143,7 @@ def test_compact_dropout_is_the_reference_math_with_its_mask(monkeypatch):
     mask = torch.ones(2, 1, 9, 9, dtype=torch.bool)
     mask[1, :, :, 6:] = False
     mask[1, :, 7:, :] = False
-    got = attention._CompactAttention.apply(q, k, v, pos_key, pos_query, index, mask, 2.0, 0.3)
+    got = compact.CompactAttention.apply(q, k, v, pos_key, pos_query, index, mask, 2.0, 0.3)
     full = index.expand(2, 3, 9, 9)
     c2p, p2c = q @ pos_key.transpose(-1, -2), pos_query @ k.transpose(-1, -2)  # p2c: positions x keys
     scores = q @ k.transpose(-1, -2) / 2.0 + c2p.gather(-1, full) + p2c.gather(-2, full)
@@ -211,6 +211,13 @@ def test_relative_index_matches_transformers_buckets():
     assert log_bucket(torch.tensor([0, 5, -5, 128, -600]), buckets, max_position).tolist()[:4] == [0, 5, -5, 128]
 
 
+def test_the_backend_table_has_the_names_the_cli_offers():
+    """The CLI lists ``choices.BACKENDS`` without importing torch; each name must have a module."""
+    from mdeberta.model.attention import BACKEND_MODULES
+
+    assert tuple(BACKEND_MODULES) == ours.BACKENDS
+
+
 def test_unknown_backend_and_unsupported_config_are_refused():
     with pytest.raises(ValueError, match="unknown attention backend 'flash'; choose one of auto, eager, sdpa, compact, fused, flex"):
         ours.build("tiny", attention="flash", vocab_size=50)
@@ -261,7 +268,7 @@ def test_a_layer_traces_without_graph_breaks(backend):
 @pytest.mark.parametrize("backend", ["compact", "fused"])
 def test_attention_dropout_of_one_drops_everything_without_dividing_by_zero(backend):
     """nn.Dropout(1.0) gives zeros; so does the attention of these backends, with finite gradients."""
-    from mdeberta.model.attention import _CompactAttention
+    from mdeberta.model.attention.compact import CompactAttention
 
     q, k, v = (torch.randn(2, 2, 9, 4, requires_grad=True) for _ in range(3))
     index = torch.zeros(9, 9, dtype=torch.long)
@@ -270,5 +277,5 @@ def test_attention_dropout_of_one_drops_everything_without_dividing_by_zero(back
     ids, mask = padded_batch(20)
     model(ids, attention_mask=mask).last_hidden_state.sum().backward()
     assert all(p.grad.isfinite().all() for p in model.parameters() if p.grad is not None)
-    context = _CompactAttention.apply(q, k, v, *tables, index, None, 2.0, 1.0)
+    context = CompactAttention.apply(q, k, v, *tables, index, None, 2.0, 1.0)
     assert torch.equal(context, torch.zeros_like(context))
