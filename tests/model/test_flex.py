@@ -1,5 +1,5 @@
 """The flex backend (FlexAttention): where it runs, where it refuses, and the Enhanced Mask Decoder.
-Its outputs against transformers' are in test_parity, with every other backend."""
+Its outputs against transformers' are in test_forward_matches_transformers, with every other backend."""
 
 import pytest
 import torch
