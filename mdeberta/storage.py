@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .errors import UserError
 
+# What the system says when it refuses a write.
+REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.EIO}
 _ADVICE = {
     errno.ENOSPC: "free some space or write elsewhere",
     errno.EDQUOT: "free some of your quota or write elsewhere",
@@ -81,10 +83,10 @@ def writing(path: str | Path, needed: int | None = None, partial: str | Path | N
     except BaseException as err:
         if partial is not None:
             remove(Path(partial))
-        if isinstance(err, WriteError):
+        if isinstance(err, UserError):  # already one line, e.g. a bad input read inside the block
             raise
         code = os_error_code(err) if isinstance(err, Exception) else None
-        if code is None:
+        if code not in REFUSALS:  # a missing input or a bug keeps its own error
             raise
         raise WriteError(describe_write_failure(Path(path), code, needed, approximate)) from err
 

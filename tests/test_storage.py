@@ -14,6 +14,7 @@ import torch
 
 from mdeberta import storage
 from mdeberta.cli import main
+from mdeberta.errors import UserError
 from mdeberta.pretrain import checkpoint as checkpoint_module
 from mdeberta.pretrain.settings import PretrainSettings
 from mdeberta.storage import WriteError, describe_write_failure, os_error_code, writing
@@ -111,3 +112,12 @@ def test_a_corpus_part_the_system_refuses_is_one_cli_line_and_leaves_no_part(sma
     assert line.startswith(f"mdeberta: error: cannot write {out}/") and line.endswith(
         ".parquet: Permission denied; check the folder's permissions or choose another output folder"), line
     assert not list(out.glob("*/part-*"))  # neither a part nor its temporary file
+
+
+def test_only_refused_writes_are_reported_as_such(tmp_path):
+    with pytest.raises(FileNotFoundError):  # e.g. an input that vanished: not the output's fault
+        with writing(tmp_path / "x.bin"):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+    with pytest.raises(UserError, match=r"^bad input: \[Errno 13\]"):  # already one line, kept as it is
+        with writing(tmp_path / "x.bin"):
+            raise UserError("bad input: [Errno 13] Permission denied")
