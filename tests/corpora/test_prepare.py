@@ -5,8 +5,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mdeberta.corpora.prepare import CorpusStage
+from mdeberta.corpora.prepare import Preparation
 from mdeberta.corpora.settings import CorpusSettings
+from mdeberta.corpora.stage import CorpusStage
 from tests.conftest import SENTENCES, write_cc100
 
 
@@ -194,13 +195,13 @@ def test_resume_keeps_finished_shards(small_corpus, tmp_path, monkeypatch):
     assert len(finished) == 3
 
     cleaned = []
-    original = CorpusStage._clean_shard
+    original = Preparation._clean_shard
 
     def spy(self, shard, run):
         cleaned.append(shard.index)
         return original(self, shard, run)
 
-    monkeypatch.setattr(CorpusStage, "_clean_shard", spy)
+    monkeypatch.setattr(Preparation, "_clean_shard", spy)
     assert CorpusStage(settings, out, progress=False).run() == 0
     assert cleaned == [1, 3, 5]
     pd.testing.assert_frame_equal(read_output(out), read_output(tmp_path / "reference"))
