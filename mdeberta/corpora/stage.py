@@ -26,7 +26,7 @@ class CorpusStage(Stage):
                  echo: Callable[[str], None] = print):
         self.settings = settings
         self.folder = Path(out)
-        self.reads = tuple(settings.inputs) or (settings.hf_dataset,)
+        self.reads = (*settings.inputs, settings.hf_dataset) if settings.hf_dataset else tuple(settings.inputs)
         self.progress = progress
         self.echo = echo  # where the closing summary goes
 
