@@ -133,18 +133,18 @@ class Pipeline:
         return 0
 
     def _run_step(self, step: Step, redo: bool) -> int:
-        status = None if redo else step.stage.status()
-        if status is Status.FINISHED:
+        status = step.stage.status()
+        if status is Status.FINISHED and not redo:
             log(f"pipeline: {step.label} -> {step.folder} is finished; skipped")
             step.status = "skipped"
             return 0
-        why = "redo: --force or an earlier stage changed" if redo else status.value
-        log(f"pipeline: {step.label} -> {step.folder} ({why})")
+        redone = "; redo: --force or an earlier stage changed" if redo and status is not Status.ABSENT else ""
+        log(f"pipeline: {step.label} -> {step.folder} ({status.value}{redone})")
         step.status = "running"
         started = time.time()
         exit_status = step.stage.run(force=redo)
         step.elapsed_s = time.time() - started
-        step.status = "resumed" if status is Status.PARTIAL else "done"
+        step.status = "resumed" if status is Status.PARTIAL and not redo else "done"
         return exit_status
 
     def _require_complete(self, step: Step) -> None:
