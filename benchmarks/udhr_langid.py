@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mdeberta.corpora.prepare import CorpusStage
 from mdeberta.corpora.settings import CorpusSettings
+from mdeberta.corpora.stage import CorpusStage
 
 DEFAULT_UDHR = Path(__file__).resolve().parents[2] / "shared" / "data" / "udhr"
 

@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from .errors import UserError
-from .recipe import SettingsError, add_settings_arguments, build_settings, given_overrides
+from .recipe import section_settings
+from .settings import SettingsError, add_settings_arguments, given_overrides
 
 EPILOG = "Run `mdeberta STAGE --help` for a stage's commands."
 
@@ -23,13 +24,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _corpus_prepare(args: argparse.Namespace) -> int:
-    from .corpora.prepare import CorpusStage
+    from .corpora.stage import CorpusStage
     from .corpora.settings import CorpusSettings
 
     overrides = given_overrides(args, CorpusSettings)
     if args.input_paths:
         overrides["inputs"] = args.input_paths
-    settings = build_settings(CorpusSettings, args.recipe, "corpus", overrides)
+    settings = section_settings(CorpusSettings, args.recipe, "corpus", overrides)
     if (args.shard_index is None) != (args.num_shards is None):
         raise SettingsError("--shard-index and --num-shards go together")
     if args.shard_index is not None and not 0 <= args.shard_index < args.num_shards:
@@ -67,7 +68,7 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     from .tokenizer.settings import TokenizerSettings
     from .tokenizer.stage import TokenizerStage
 
-    settings = build_settings(TokenizerSettings, args.recipe, "tokenizer", given_overrides(args, TokenizerSettings))
+    settings = section_settings(TokenizerSettings, args.recipe, "tokenizer", given_overrides(args, TokenizerSettings))
     return TokenizerStage(settings, args.corpus, args.out, progress=not args.no_progress).run(force=args.force)
 
 
@@ -130,7 +131,7 @@ def _pretrain_run(args: argparse.Namespace) -> int:
     from .pretrain.settings import PretrainSettings
     from .pretrain.stage import run_pretraining
 
-    settings = build_settings(PretrainSettings, args.recipe, "pretrain", given_overrides(args, PretrainSettings))
+    settings = section_settings(PretrainSettings, args.recipe, "pretrain", given_overrides(args, PretrainSettings))
     return run_pretraining(settings, args.corpus, args.tokenizer, args.out, resume=args.resume,
                            progress=not args.no_progress)
 
@@ -244,7 +245,7 @@ def _xnli_run(args: argparse.Namespace) -> int:
     overrides = given_overrides(args, XnliSettings)
     if args.seeds is None:  # --seeds is its own flag (space-separated); not given: the recipe's
         overrides.pop("seeds")
-    settings = build_settings(XnliSettings, args.recipe, "xnli", overrides)
+    settings = section_settings(XnliSettings, args.recipe, "xnli", overrides)
     return XnliRun(settings, args.model, args.data, args.out, progress=not args.no_progress).run(force=args.force)
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .recipe import SettingsError
+from .settings import SettingsError
 
 TRACKERS = ("tensorboard", "wandb")
 NONE = "none"

@@ -23,8 +23,9 @@ import torch
 
 from mdeberta.cli import main
 from mdeberta.errors import UserError
-from mdeberta.pipeline import STAGES, Pipeline, Recipe
+from mdeberta.pipeline import STAGES, Pipeline
 from mdeberta.pretrain.checkpoint import checkpoint_fingerprint
+from mdeberta.recipe import Recipe
 from mdeberta.xnli.stage import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]

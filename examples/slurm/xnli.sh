@@ -16,7 +16,7 @@ RECIPE=${RECIPE:-recipes/mdeberta-v3-base.toml}
 RUN=${RUN:-run}
 
 # The recipe's XNLI data, then its settings, one a line.
-recipe=$(python -c 'import sys; from mdeberta.pipeline import Recipe; r = Recipe.load(sys.argv[1])
+recipe=$(python -c 'import sys; from mdeberta.recipe import Recipe; r = Recipe.load(sys.argv[1])
 print(r.pipeline.xnli_data, *r.xnli_settings, sep="\n")' "$RECIPE")
 mapfile -t settings <<< "$recipe"
 data=${settings[0]}

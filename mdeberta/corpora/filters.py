@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from ..recipe import SettingsError
+from ..settings import SettingsError
 from .charclass import ParagraphStats, paragraph_stats
 from .settings import CorpusSettings
 

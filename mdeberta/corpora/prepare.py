@@ -1,4 +1,5 @@
-"""The corpus stage: raw text -> clean, deduplicated, language-identified per-language shards.
+"""The corpus stage's work: raw text -> clean, deduplicated, language-identified per-language
+shards (the stage's status and entry point: stage.py).
 
 Four phases, each parallel and resumable:
 
@@ -35,10 +36,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..console import log
-from ..errors import UserError
-from ..locking import output_lock
-from ..manifest import is_complete, write_json_atomic, write_manifest
-from ..recipe import output_settings
+from ..manifest import write_json_atomic, write_manifest
+from ..settings import output_settings
+from ..stage import StageError
 from ..storage import writing
 from ..workers import available_cores, quiet_after_kill, start_worker
 from .clean import CleanBatch, DocumentCleaner
@@ -60,10 +60,6 @@ CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", p
 DICTIONARY_COLUMNS = ["lang", "source"]
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("lang", pa.string()),
                            ("lang_score", pa.float32()), ("source", pa.string())])
-
-
-class StageError(UserError):
-    """A problem with the stage as a whole (settings, work folder); the message says what to do."""
 
 
 class Layout:
@@ -136,7 +132,10 @@ def _ordered_parallel(pool, fn: Callable, tasks: Iterable, in_flight: int) -> It
         yield pending.popleft().get()
 
 
-class CorpusStage:
+class Preparation:
+    """The phases over one output folder. Made, it has found the inputs and checked the settings
+    (the language-ID model, the boilerplate patterns): a problem with them stops it here."""
+
     def __init__(self, settings: CorpusSettings, out: str | Path, progress: bool = True,
                  echo: Callable[[str], None] = print):
         self.settings = settings
@@ -154,21 +153,12 @@ class CorpusStage:
         self.fingerprints = [shard.fingerprint() for shard in self.shards]
         self.output_settings = {**output_settings(settings), "langs": self.langs}
 
-    # ------------------------------------------------------------------------- entry point
+    # ------------------------------------------------------------------------- the phases in order
 
-    def run(self, shard_index: int | None = None, num_shards: int = 1, merge_only: bool = False,
-            force: bool = False, dedup_task: int | None = None) -> int:
-        """Returns the exit status: 0 when every shard succeeded, 1 when some failed. The jobs of a
-        cluster array share the output folder; any other run has it to itself."""
-        one_job = shard_index is not None or dedup_task is not None  # one job of a cluster array
-        with output_lock(self.out, shared=one_job):
-            return self._run(shard_index, num_shards, merge_only, force, dedup_task, one_job)
-
-    def _run(self, shard_index, num_shards, merge_only, force, dedup_task, one_job) -> int:
+    def prepare(self, shard_index: int | None, num_shards: int, merge_only: bool, force: bool,
+                dedup_task: int | None, one_job: bool) -> int:
+        """Returns the exit status: 0 when every shard succeeded, 1 when some failed."""
         started = time.time()
-        if not force and not one_job and is_complete(self.out, self.fingerprints, self.output_settings):
-            log(f"corpus: {self.out} is up to date with these inputs and settings; nothing to do (--force redoes it)")
-            return 0
         self._prepare_work_folder(force, wipe_allowed=not one_job)
         if merge_only or dedup_task is not None:
             missing = [s.name for s in self.shards if not self._clean_stats(s)]

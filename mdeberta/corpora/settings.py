@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..recipe import setting
+from ..settings import setting
 
 DEFAULT_BOILERPLATE = [
     # Script notices: a paragraph about JavaScript on a web page is never content (C4's rule).

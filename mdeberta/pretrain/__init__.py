@@ -8,5 +8,6 @@
     plot.py          curves.png and several runs' curves in one picture, from metrics.jsonl
     export.py        checkpoint -> transformers discriminator/ and generator/
     analyze.py       Table 1: average cosine similarity of E_G, E_D, E_delta
-    stage.py         `mdeberta pretrain run`: tokenize, then train
+    ablation.py      ES, NES and GDES runs compared: ablation.md|csv|png
+    stage.py         `mdeberta pretrain run`: tokenize, then train; the pretrain and export stages
 """

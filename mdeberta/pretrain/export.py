@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from ..locking import output_lock
 from ..manifest import write_json_atomic
 from ..storage import tensor_bytes, writing
 from .checkpoint import TOKENIZER, TOKENIZER_FILES, checkpoint_fingerprint, load_model, require_intact
+
+EXPORTED = "export.json"  # what was exported, written last
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Path]:
@@ -37,8 +40,16 @@ def _export(checkpoint: Path, out: Path) -> dict[str, Path]:
                     shutil.copy2(checkpoint / TOKENIZER / file, tmp / file)
         shutil.rmtree(out / name, ignore_errors=True)
         folders[name] = tmp.rename(out / name)
-    write_json_atomic(out / "export.json", {"checkpoint": str(checkpoint.resolve()),
-                                            "fingerprint": checkpoint_fingerprint(checkpoint),
-                                            "sharing": model.sharing, "mask_token_id": model.mask_token_id,
-                                            "real_vocab_size": model.real_vocab_size})
+    write_json_atomic(out / EXPORTED, {"checkpoint": str(checkpoint.resolve()),
+                                        "fingerprint": checkpoint_fingerprint(checkpoint),
+                                        "sharing": model.sharing, "mask_token_id": model.mask_token_id,
+                                        "real_vocab_size": model.real_vocab_size})
     return folders
+
+
+def exported_fingerprint(out: Path) -> dict | None:
+    """The fingerprint of the checkpoint exported into ``out`` (None: no finished export there)."""
+    try:
+        return json.loads((out / EXPORTED).read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import SHARING, SIZES, TRAINING_BACKENDS
-from ..recipe import SettingsError, setting
+from ..settings import SettingsError, setting
 from ..trackers import REPORT_TO_HELP, check_report_to
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..optim import adamw
 from ..model import RTDModel, cpu_isa, size_config
 from ..plan import Pace, Plan, format_plan, model_size
-from ..recipe import SettingsError, output_settings
+from ..settings import SettingsError, output_settings
 from .checkpoint import (STEP_DIR, Progress, latest_checkpoint, latest_intact_checkpoint, load_model,
                          load_training_state, remove_unfinished, save_checkpoint, saved_settings)
 from .data import PackedSequences, TokenStreams, validation_batches

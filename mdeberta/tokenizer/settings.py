@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..recipe import SettingsError, setting
+from ..settings import SettingsError, setting
 
 NORMALIZATIONS = ("controls", "nmt_nfkc")
 RESERVED_PIECES = 4 + 256  # [PAD] [CLS] [SEP] [UNK] and the byte pieces

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import recipe
+from .. import settings
 from ..corpora import XNLI_LANGUAGES
 from ..model import TRAINING_BACKENDS
-from ..recipe import SettingsError
+from ..settings import SettingsError
 from ..trackers import REPORT_TO_HELP, check_report_to
 
 PROTOCOLS = ("zero-shot", "translate-train-all")
@@ -20,44 +20,44 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 @dataclass
 class XnliSettings:
-    setting: str = recipe.setting("zero-shot", "zero-shot: train on English, select on English dev; "
-                                  "translate-train-all: train on all 15 training sets, select on their mean "
-                                  "dev accuracy", choices=PROTOCOLS, group="protocol")
-    languages: list[str] = recipe.setting(list(XNLI_LANGUAGES), "languages evaluated (and, for "
-                                          "translate-train-all, trained on)", group="protocol",
-                                          metavar="A,B,...")
-    seeds: list[int] = recipe.setting([1], "one fine-tuning run per seed", group="protocol", cli=False)
+    setting: str = settings.setting("zero-shot", "zero-shot: train on English, select on English dev; "
+                                    "translate-train-all: train on all 15 training sets, select on their mean "
+                                    "dev accuracy", choices=PROTOCOLS, group="protocol")
+    languages: list[str] = settings.setting(list(XNLI_LANGUAGES), "languages evaluated (and, for "
+                                            "translate-train-all, trained on)", group="protocol",
+                                            metavar="A,B,...")
+    seeds: list[int] = settings.setting([1], "one fine-tuning run per seed", group="protocol", cli=False)
 
-    lr: float = recipe.setting(2e-5, "peak learning rate (AdamW)", group="training")
-    batch_size: int = recipe.setting(32, "pairs per optimizer step, over all processes", group="training",
-                                     metavar="N")
-    epochs: float = recipe.setting(6.0, "passes over the training pairs (translate-train-all has 15 times "
-                                   "as many per pass)", group="training", metavar="N")
-    warmup: float = recipe.setting(3000.0, "linear warmup: steps when >= 1, a share of all steps when < 1",
-                                   group="training", metavar="STEPS|RATIO")
-    weight_decay: float = recipe.setting(0.01, "AdamW weight decay (not on biases and LayerNorm)",
-                                         group="training")
-    max_grad_norm: float = recipe.setting(1.0, "gradient clipping norm (0: none)", group="training")
-    max_length: int = recipe.setting(256, "premise + hypothesis are cut to this many tokens", group="training",
-                                     metavar="TOKENS")
-    eval_every: int = recipe.setting(1000, "evaluate the selection dev sets every N steps (and after the "
-                                     "last); the best evaluation's weights are kept", group="training",
-                                     metavar="STEPS")
-    max_train_examples: int = recipe.setting(0, "train on the first N pairs (per language for "
-                                             "translate-train-all; 0: all) for quick runs", group="training",
-                                             metavar="N")
-    max_eval_examples: int = recipe.setting(0, "evaluate on the first N pairs of each dev/test set (0: all)",
-                                            group="training", metavar="N")
+    lr: float = settings.setting(2e-5, "peak learning rate (AdamW)", group="training")
+    batch_size: int = settings.setting(32, "pairs per optimizer step, over all processes", group="training",
+                                       metavar="N")
+    epochs: float = settings.setting(6.0, "passes over the training pairs (translate-train-all has 15 times "
+                                     "as many per pass)", group="training", metavar="N")
+    warmup: float = settings.setting(3000.0, "linear warmup: steps when >= 1, a share of all steps when < 1",
+                                     group="training", metavar="STEPS|RATIO")
+    weight_decay: float = settings.setting(0.01, "AdamW weight decay (not on biases and LayerNorm)",
+                                           group="training")
+    max_grad_norm: float = settings.setting(1.0, "gradient clipping norm (0: none)", group="training")
+    max_length: int = settings.setting(256, "premise + hypothesis are cut to this many tokens", group="training",
+                                       metavar="TOKENS")
+    eval_every: int = settings.setting(1000, "evaluate the selection dev sets every N steps (and after the "
+                                       "last); the best evaluation's weights are kept", group="training",
+                                       metavar="STEPS")
+    max_train_examples: int = settings.setting(0, "train on the first N pairs (per language for "
+                                               "translate-train-all; 0: all) for quick runs", group="training",
+                                               metavar="N")
+    max_eval_examples: int = settings.setting(0, "evaluate on the first N pairs of each dev/test set (0: all)",
+                                              group="training", metavar="N")
 
-    precision: str = recipe.setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS,
-                                    group="execution")
-    attention: str = recipe.setting("auto", "attention backend of the model (auto: fused for CPU training, "
-                                    "sdpa elsewhere)", affects_output=False, group="execution",
-                                    choices=("auto", *TRAINING_BACKENDS))
-    eval_batch_size: int = recipe.setting(128, "pairs per evaluation batch and process", affects_output=False,
-                                          group="execution", metavar="N")
-    report_to: list[str] = recipe.setting([], REPORT_TO_HELP, affects_output=False, group="execution",
-                                          metavar="NAME,...")
+    precision: str = settings.setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS,
+                                      group="execution")
+    attention: str = settings.setting("auto", "attention backend of the model (auto: fused for CPU training, "
+                                      "sdpa elsewhere)", affects_output=False, group="execution",
+                                      choices=("auto", *TRAINING_BACKENDS))
+    eval_batch_size: int = settings.setting(128, "pairs per evaluation batch and process", affects_output=False,
+                                            group="execution", metavar="N")
+    report_to: list[str] = settings.setting([], REPORT_TO_HELP, affects_output=False, group="execution",
+                                            metavar="NAME,...")
 
     def __post_init__(self):
         self.seeds = [_as_int("seeds", s) for s in self.seeds]

@@ -22,7 +22,8 @@ from ..console import log
 from ..errors import UserError
 from ..locking import output_lock
 from ..manifest import MANIFEST, file_stamp, is_complete, package_versions, write_json_atomic, write_manifest
-from ..recipe import output_settings
+from ..settings import output_settings
+from ..stage import Stage, StageError, Status
 from ..trackers import NONE, Trackers
 from .batching import Encoded, concat, encode
 from .data import LABELS, open_source, read_split
@@ -130,10 +131,14 @@ class XnliRun:
                                       "use another --out, or --force to redo it")
         return True
 
+    def up_to_date(self) -> bool:
+        """Finished from this model and data with these settings."""
+        return is_complete(self.out, [self.inputs], output_settings(self.settings))
+
     def made_from_other_inputs(self) -> bool:
         """Whether ``out`` holds a finished run or seed, or a seed's resume state, made from another
-        model or data (a model re-exported since, say): the pipeline then redoes the run, where this
-        command itself refuses to mix them (``--force`` redoes it)."""
+        model or data (a model re-exported since, say): the pipeline's xnli stage then redoes the run,
+        where this command itself refuses to mix them (``--force`` redoes it)."""
         manifest = self.out / MANIFEST
         recorded = json.loads(manifest.read_text(encoding="utf-8"))["inputs"] if manifest.is_file() else []
         recorded += [json.loads(info.read_text(encoding="utf-8")).get("inputs")
@@ -157,7 +162,7 @@ class XnliRun:
                 close_world(runtime)
 
     def _run(self, runtime: World, inputs: list[dict], settings: dict, started: float, force: bool) -> int:
-        if not force and is_complete(self.out, inputs, settings):
+        if not force and self.up_to_date():
             log(f"xnli: {self.out} is up to date with this model, data and these settings; nothing to do "
                  "(--force redoes it)")
             return 0
@@ -251,3 +256,49 @@ class XnliRun:
             log(f"xnli: seed {seed}: best step {selection.best_step}, test accuracy mean over "
                  f"{len(test)} languages {100 * sum(test) / len(test):.2f}")
         runtime.barrier()
+
+
+class XnliStage(Stage):
+    """The XNLI settings of a recipe, each fine-tuned from one exported model in ``<out>/<setting>/``
+    (an ``mdeberta xnli run`` each), and one report over them all in ``<out>``."""
+    name = "xnli"
+
+    def __init__(self, settings: list[XnliSettings], model: str | Path, data: str, out: str | Path,
+                 progress: bool = True):
+        self.settings = settings  # one per XNLI setting
+        self.discriminator = Path(model) / "discriminator"
+        self.data = data
+        self.folder = Path(out)
+        self.reads = (Path(model), data)
+        self.progress = progress
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "results.md"
+
+    def _runs(self) -> list[XnliRun]:
+        """Made when asked: each fingerprints the model as it is now."""
+        return [XnliRun(settings, str(self.discriminator), self.data, self.folder / settings.setting, self.progress)
+                for settings in self.settings]
+
+    def complete(self) -> bool:
+        return self.report.is_file() and all((self.folder / s.setting / MANIFEST).is_file() for s in self.settings)
+
+    def up_to_date(self) -> bool:
+        return all(run.up_to_date() for run in self._runs())
+
+    def run(self, *, force: bool = False) -> int:
+        if not (self.discriminator / "config.json").is_file():
+            raise StageError(f"{self.discriminator}: no exported model; run the export stage first")
+        report_changes = force or self.status() is not Status.FINISHED
+        runs = self._runs()
+        for run in runs:
+            stale = not force and run.made_from_other_inputs()
+            if stale:
+                log(f"xnli: {run.out} was fine-tuned from another model or data; redoing it")
+            status = run.run(force=force or stale)
+            if status:
+                return status
+        if report_changes:
+            write_report([run.out for run in runs], self.folder)  # all settings in one table and chart
+        return 0

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mdeberta.corpora.prepare import CorpusStage
 from mdeberta.corpora.settings import CorpusSettings
+from mdeberta.corpora.stage import CorpusStage
 from mdeberta.pretrain.analyze import embedding_statistics
 from mdeberta.pretrain.checkpoint import latest_checkpoint
 from mdeberta.distributed import World

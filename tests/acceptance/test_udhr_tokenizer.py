@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mdeberta.corpora.prepare import CorpusStage
 from mdeberta.corpora.settings import CorpusSettings
+from mdeberta.corpora.stage import CorpusStage
 from mdeberta.tokenizer.report import draw_report_lines, fit_table, load_tokenizer, render_markdown
 from mdeberta.tokenizer.settings import TokenizerSettings
 from mdeberta.tokenizer.stage import TokenizerStage

@@ -5,8 +5,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mdeberta.corpora.prepare import CorpusStage
+from mdeberta.corpora.prepare import Preparation
 from mdeberta.corpora.settings import CorpusSettings
+from mdeberta.corpora.stage import CorpusStage
+from mdeberta.stage import Status
 from tests.conftest import SENTENCES, write_cc100
 
 
@@ -194,16 +196,29 @@ def test_resume_keeps_finished_shards(small_corpus, tmp_path, monkeypatch):
     assert len(finished) == 3
 
     cleaned = []
-    original = CorpusStage._clean_shard
+    original = Preparation._clean_shard
 
     def spy(self, shard, run):
         cleaned.append(shard.index)
         return original(self, shard, run)
 
-    monkeypatch.setattr(CorpusStage, "_clean_shard", spy)
+    monkeypatch.setattr(Preparation, "_clean_shard", spy)
     assert CorpusStage(settings, out, progress=False).run() == 0
     assert cleaned == [1, 3, 5]
     pd.testing.assert_frame_equal(read_output(out), read_output(tmp_path / "reference"))
+
+
+def test_the_status_comes_from_the_manifest_and_the_inputs(small_corpus, tmp_path):
+    settings = CorpusSettings(inputs=[str(small_corpus)], workers=1)
+    out = tmp_path / "out"
+    assert CorpusStage(settings, out).status() is Status.ABSENT
+    CorpusStage(settings, out, progress=False).run(0, 2)  # one slice of a cluster array
+    assert CorpusStage(settings, out).status() is Status.PARTIAL
+    assert CorpusStage(settings, out, progress=False).run() == 0
+    assert CorpusStage(settings, out).status() is Status.FINISHED
+    write_cc100(small_corpus / "zz-new.txt", [[SENTENCES["en"][0] + " Once more, later."]])
+    assert CorpusStage(settings, out).status() is Status.STALE
+    assert CorpusStage(settings, out).complete()  # what a later stage may still read
 
 
 def test_damaged_shard_fails_alone(small_corpus, tmp_path, capsys):

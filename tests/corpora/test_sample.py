@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from mdeberta.corpora.prepare import CorpusStage
 from mdeberta.corpora.settings import CorpusSettings
+from mdeberta.corpora.stage import CorpusStage
 from tests.conftest import SAMPLE
 
 PLANTED = json.loads((SAMPLE / "PLANTED.json").read_text(encoding="utf-8"))

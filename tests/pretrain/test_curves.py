@@ -12,7 +12,7 @@ from mdeberta import trackers
 from mdeberta.cli import main
 from mdeberta.pretrain import metrics, plot
 from mdeberta.pretrain.settings import PretrainSettings
-from mdeberta.recipe import SettingsError
+from mdeberta.settings import SettingsError
 
 from .test_train import records, train
 

@@ -30,7 +30,7 @@ from mdeberta.pretrain.stage import ChangedInputsError, run_pretraining
 from mdeberta.pretrain import metrics as metrics_module
 from mdeberta.pretrain import train as train_module
 from mdeberta.pretrain.train import NonFiniteLossError, Pretrainer
-from mdeberta.recipe import SettingsError
+from mdeberta.settings import SettingsError
 from tests.tokenizer.conftest import sample_documents, write_shard
 
 from .conftest import train_tokenizer, write_corpus

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
 
 from mdeberta.cli import main
+from mdeberta.stage import Status
 from mdeberta.tokenizer.settings import TokenizerSettings
 from mdeberta.tokenizer.stage import OUTPUTS, TokenizerStage
 from mdeberta.tokenizer.train import MemoryLimitError, VocabularyTooLargeError
@@ -138,3 +140,13 @@ def test_interrupted_output_is_not_taken_for_finished(trained, sample_corpus, tm
     stage = TokenizerStage(settings, sample_corpus, copy, progress=False, echo=lambda _: None)
     from mdeberta.manifest import is_complete
     assert not is_complete(copy, stage.inputs, stage.output_settings)
+
+
+def test_the_status_comes_from_the_manifest_the_corpus_and_the_settings(trained, sample_corpus, tmp_path):
+    settings = TokenizerSettings(vocab_size=VOCAB, sentences=4000, report_lines=100)
+    assert TokenizerStage(settings, sample_corpus, trained).status() is Status.FINISHED
+    assert TokenizerStage(replace(settings, alpha=0.5), sample_corpus, trained).status() is Status.STALE
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    (copy / "manifest.json").unlink()
+    assert TokenizerStage(settings, sample_corpus, copy).status() is Status.ABSENT  # a rerun starts over

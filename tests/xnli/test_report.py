@@ -11,7 +11,7 @@ import pytest
 
 from mdeberta.corpora.languages import XNLI_LANGUAGES
 from mdeberta.manifest import write_json_atomic
-from mdeberta.recipe import output_settings
+from mdeberta.settings import output_settings
 from mdeberta.xnli.report import (COLUMNS, PUBLISHED, ReportError, _plot_setting, prediction_path, run_info_path,
                                   write_predictions, write_report)
 from mdeberta.xnli.settings import XnliSettings
