@@ -23,6 +23,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         self._action_max_length = 16
 
 
+def _group(stages, name: str, help: str, description: str):
+    """A stage's group of commands (``mdeberta NAME COMMAND``); returns where they are added."""
+    group = stages.add_parser(name, help=help, description=description, formatter_class=_Formatter)
+    return group.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+
+def _command(verbs, name: str, **texts) -> argparse.ArgumentParser:
+    return verbs.add_parser(name, formatter_class=_Formatter, **texts)
+
+
 def _corpus_prepare(args: argparse.Namespace) -> int:
     from .corpora.stage import CorpusStage
     from .corpora.settings import CorpusSettings
@@ -82,13 +92,12 @@ def _tokenizer_report(args: argparse.Namespace) -> int:
 def _add_tokenizer_group(stages) -> None:
     from .tokenizer.settings import TokenizerSettings
 
-    tokenizer = stages.add_parser("tokenizer", help="stage 2: shards -> SentencePiece vocabulary for transformers",
-                                  formatter_class=_Formatter, description="Stage 2: train a language-balanced "
-                                  "SentencePiece unigram vocabulary and save it as a transformers tokenizer.")
-    verbs = tokenizer.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    verbs = _group(stages, "tokenizer", help="stage 2: shards -> SentencePiece vocabulary for transformers",
+                   description="Stage 2: train a language-balanced SentencePiece unigram vocabulary and save it as a "
+                               "transformers tokenizer.")
 
-    train = verbs.add_parser(
-        "train", formatter_class=_Formatter, help="train the vocabulary on an alpha-balanced sample of the corpus",
+    train = _command(
+        verbs, "train", help="train the vocabulary on an alpha-balanced sample of the corpus",
         description="Draw a language-balanced sample of lines from CORPUS/<lang>/part-*.parquet, train a "
                     "SentencePiece unigram model with DeBERTa's special ids and byte fallback, and write "
                     "OUT/spm.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json, "
@@ -107,8 +116,8 @@ def _add_tokenizer_group(stages) -> None:
     add_settings_arguments(train, TokenizerSettings)
     train.set_defaults(handler=_tokenizer_train)
 
-    report = verbs.add_parser(
-        "report", formatter_class=_Formatter, help="fertility and unknown rate per language, beside other tokenizers",
+    report = _command(
+        verbs, "report", help="fertility and unknown rate per language, beside other tokenizers",
         description="Per language: fertility (pieces per word; per character for scripts without spaces), "
                     "unknown-token and byte-fallback rates, share of the vocabulary used. Writes report.md "
                     "and report.json and prints the table.",
@@ -166,14 +175,12 @@ def _add_pretrain_group(stages) -> None:
 
     from .pretrain.settings import PretrainSettings
 
-    pretrain = stages.add_parser("pretrain", help="stage 3: shards + tokenizer -> DeBERTaV3 (RTD + GDES)",
-                                 formatter_class=_Formatter, description="Stage 3: pretrain a DeBERTaV3 "
-                                 "generator/discriminator pair with replaced token detection and embedding "
-                                 "sharing, and export it as transformers deberta-v2 folders.")
-    verbs = pretrain.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    verbs = _group(stages, "pretrain", help="stage 3: shards + tokenizer -> DeBERTaV3 (RTD + GDES)",
+                   description="Stage 3: pretrain a DeBERTaV3 generator/discriminator pair with replaced token "
+                               "detection and embedding sharing, and export it as transformers deberta-v2 folders.")
 
-    run = verbs.add_parser(
-        "run", formatter_class=_Formatter, help="tokenize the corpus and train; continues from the last checkpoint",
+    run = _command(
+        verbs, "run", help="tokenize the corpus and train; continues from the last checkpoint",
         description="Tokenize CORPUS with the TOKENIZER's spm.model into OUT/tokens (once), then train: "
                     "packed sequences with languages drawn by p_i^alpha, RTD loss L_MLM + lambda L_RTD, "
                     "AdamW with warm-up and linear decay. Writes OUT/metrics.jsonl, OUT/curves.png "
@@ -197,8 +204,8 @@ def _add_pretrain_group(stages) -> None:
     add_settings_arguments(run, PretrainSettings)
     run.set_defaults(handler=_pretrain_run)
 
-    export = verbs.add_parser(
-        "export", formatter_class=_Formatter, help="checkpoint -> transformers discriminator and generator",
+    export = _command(
+        verbs, "export", help="checkpoint -> transformers discriminator and generator",
         description="Write OUT/discriminator (DebertaV2Model with the merged GDES embedding E_G + E_delta) and "
                     "OUT/generator (DebertaV2ForMaskedLM, run without the Enhanced Mask Decoder, which "
                     "transformers lacks), each with the tokenizer files, loadable with "
@@ -208,8 +215,8 @@ def _add_pretrain_group(stages) -> None:
     export.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the two folders go")
     export.set_defaults(handler=_pretrain_export)
 
-    analyze = verbs.add_parser(
-        "analyze", formatter_class=_Formatter, help="average cosine similarity of E_G, E_D, E_delta (Table 1)",
+    analyze = _command(
+        verbs, "analyze", help="average cosine similarity of E_G, E_D, E_delta (Table 1)",
         description="DeBERTaV3's Table 1 for one checkpoint: the average cosine similarity of word-embedding "
                     "pairs drawn uniformly from the token ids seen in training (special tokens left out), "
                     "beside the paper's base-size figures.",
@@ -222,8 +229,8 @@ def _add_pretrain_group(stages) -> None:
     analyze.add_argument("--out", type=Path, metavar="JSON", help="also write the table as JSON")
     analyze.set_defaults(handler=_pretrain_analyze)
 
-    plot = verbs.add_parser(
-        "plot", formatter_class=_Formatter, help="several runs' training curves over each other in one PNG",
+    plot = _command(
+        verbs, "plot", help="several runs' training curves over each other in one PNG",
         description="Draw the curves of RUN/metrics.jsonl of each run in one picture: generator MLM loss and "
                     "accuracy, RTD loss, accuracy and AUC, the total loss, learning rate and tokens/s; "
                     "training records as solid lines, validations dashed. Each run is labelled by its folder "
@@ -262,14 +269,12 @@ def _add_xnli_group(stages) -> None:
     from .xnli.report import COMPARED
     from .xnli.settings import XnliSettings
 
-    xnli = stages.add_parser("xnli", help="stage 4: fine-tune on XNLI and report accuracy per language",
-                             formatter_class=_Formatter, description="Stage 4: fine-tune a deberta-v2 model on "
-                             "XNLI (zero-shot or translate-train-all) and report test accuracy in 15 languages "
-                             "beside the published rows.")
-    verbs = xnli.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    verbs = _group(stages, "xnli", help="stage 4: fine-tune on XNLI and report accuracy per language",
+                   description="Stage 4: fine-tune a deberta-v2 model on XNLI (zero-shot or translate-train-all) and "
+                               "report test accuracy in 15 languages beside the published rows.")
 
-    run = verbs.add_parser(
-        "run", formatter_class=_Formatter, help="fine-tune per seed, evaluate every language, write the report",
+    run = _command(
+        verbs, "run", help="fine-tune per seed, evaluate every language, write the report",
         description="Fine-tune MODEL with a 3-way classification head (zero-shot: English training pairs, "
                     "selected on English dev; translate-train-all: all 15 training sets, selected on their "
                     "mean dev accuracy), evaluate dev and test in every language, and write OUT/results.csv|"
@@ -296,8 +301,8 @@ def _add_xnli_group(stages) -> None:
     add_settings_arguments(run, XnliSettings)
     run.set_defaults(handler=_xnli_run)
 
-    report = verbs.add_parser(
-        "report", formatter_class=_Formatter, help="rebuild and merge reports from saved predictions",
+    report = _command(
+        verbs, "report", help="rebuild and merge reports from saved predictions",
         description="Recompute accuracies from RUN_DIR/predictions of one or more runs (settings, seeds, "
                     "models) and write one merged results.csv|json|md and xnli.png into OUT.",
         epilog="examples:\n"
@@ -325,7 +330,7 @@ def _add_pipeline_group(stages) -> None:
     from .pipeline import STAGES
 
     pipeline = stages.add_parser(
-        "pipeline", formatter_class=_Formatter, help="every stage of a recipe in order, skipping finished ones",
+        "pipeline", help="every stage of a recipe in order, skipping finished ones",
         description="Run corpus -> tokenizer -> pretrain -> export -> xnli from one recipe, each stage in its own\n"
                     "folder of WORKDIR: corpus/, tokenizer/, pretrain/, model/ (the exported last checkpoint),\n"
                     "xnli/<setting>/ and the XNLI report xnli/results.md.\n\n"
@@ -363,13 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain a multilingual DeBERTaV3 from raw web text, stage by stage.")
     stages = parser.add_subparsers(title="commands", metavar="STAGE", required=True)
 
-    corpus = stages.add_parser("corpus", help="stage 1: raw text -> clean per-language shards",
-                               formatter_class=_Formatter, description="Stage 1: clean, deduplicate and "
-                               "language-identify CC100-style text into per-language Parquet shards.")
-    verbs = corpus.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    verbs = _group(stages, "corpus", help="stage 1: raw text -> clean per-language shards",
+                   description="Stage 1: clean, deduplicate and language-identify CC100-style text into per-language "
+                               "Parquet shards.")
 
-    prepare = verbs.add_parser(
-        "prepare", formatter_class=_Formatter, help="clean, deduplicate and language-identify text",
+    prepare = _command(
+        verbs, "prepare", help="clean, deduplicate and language-identify text",
         description="Normalise, filter, deduplicate and language-identify text into "
                     "OUT/<lang>/part-NNNNN.parquet with OUT/stats.json|csv and OUT/manifest.json.",
         epilog="examples:\n"
@@ -394,10 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(prepare, CorpusSettings)
     prepare.set_defaults(handler=_corpus_prepare)
 
-    languages = verbs.add_parser("languages", formatter_class=_Formatter,
-                                 help="list the languages --langs accepts, with CC-100 sizes",
-                                 description="The CC-100 languages with their sizes (XLM-R, Table 6), the "
-                                             "language-ID model's label for each, and the XNLI languages.")
+    languages = _command(
+        verbs, "languages", help="list the languages --langs accepts, with CC-100 sizes",
+        description="The CC-100 languages with their sizes (XLM-R, Table 6), the language-ID model's label for "
+                    "each, and the XNLI languages.")
     languages.add_argument("--lid-model", metavar="PATH", help="language-ID model (default: lid.176.ftz)")
     languages.set_defaults(handler=_corpus_languages)
 
