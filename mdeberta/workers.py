@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import signal
 import sys
@@ -32,11 +33,11 @@ def quiet_after_kill() -> None:
 
 
 def start_worker() -> None:
-    """Called first in every worker process."""
+    """Called first in every worker process (of multiprocessing, which records its parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        parent = os.getppid()
+    parent = multiprocessing.parent_process()
+    if sys.platform.startswith("linux") and parent is not None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the request took effect
+        if os.getppid() != parent.pid:  # it died before the request took effect: this one would wait forever
             os._exit(1)

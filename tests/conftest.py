@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ SENTENCES = {
            "Nach dem langen Winter freuen sich alle auf die ersten warmen Tage im Garten.",
            "Der Verein sucht neue Mitglieder, die gerne am Wochenende wandern gehen."],
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, which the signal tests expect: a shell starts a background job
+    (and Python then keeps) with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def write_cc100(path: Path, documents: list[list[str]]) -> Path:
