@@ -43,12 +43,14 @@ def os_error_code(err: BaseException) -> int | None:
     return None
 
 
-def _size(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if count < 1000 or unit == "TB":
-            return f"{count:,} {unit}" if unit == "bytes" else f"{count:.3g} {unit}"
+def _size(count: int) -> str:
+    if count < 1000:
+        return f"{count:,} bytes"
+    for unit in ("KB", "MB", "GB"):
         count /= 1000
-    raise AssertionError("unreachable")
+        if count < 999.5:
+            return f"{count:.3g} {unit}"
+    return f"{count / 1000:,.1f} TB"
 
 
 def _free_bytes(path: Path) -> int | None:
