@@ -129,6 +129,7 @@ class MetricsLog:
     def __init__(self, path: Path, settings: PretrainSettings, resume_step: int = 0):
         self.path = path
         self._drop_after(resume_step)
+        self.undrawn = False  # records written since curves.png was last drawn
         run = path.parent.resolve()
         self.trackers = Trackers(settings.report_to, run, run.name, asdict(settings), resume_step)
 
@@ -148,12 +149,19 @@ class MetricsLog:
         with writing(self.path, len(line)), self.path.open("a", encoding="utf-8") as f:
             f.write(line)
         self.trackers.log(record)
+        self.undrawn = True
         if any(key.startswith("valid_") for key in record):
-            write_curves(self.path.parent)
+            self._draw()
+
+    def _draw(self) -> None:
+        write_curves(self.path.parent)
+        self.undrawn = False
 
     def close(self) -> None:
+        """The curves again, unless the last drawing already holds every record (a run that ends
+        with a validation); a run stopped before its first record has none."""
         try:
-            if self.path.is_file() and self.path.stat().st_size:  # a run stopped before its first record has none
-                write_curves(self.path.parent)
+            if self.undrawn:
+                self._draw()
         finally:
             self.trackers.close()

@@ -27,8 +27,11 @@ def lines_by_label(ax) -> dict[str, int]:
 def test_a_run_draws_its_curves_at_each_validation_and_at_the_end(tokens, tokenizer, tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(metrics, "write_curves", lambda run: drawn.append(run) or plot.write_curves(run))
+    assert train(tokens, tokenizer, tmp_path / "validated-at-3", eval_every=3) == 0
+    assert len(drawn) == 2  # the validation at step 3, then the end for step 4's record
+    drawn.clear()
     assert train(tokens, tokenizer, tmp_path, eval_every=2) == 0
-    assert len(drawn) == 3  # validations at steps 2 and 4, then the end of the run
+    assert len(drawn) == 2  # validations at steps 2 and 4; the end adds no record to draw
     assert (tmp_path / "curves.png").read_bytes().startswith(PNG)
     assert not list(tmp_path.glob("*.tmp"))
 
