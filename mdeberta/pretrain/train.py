@@ -130,21 +130,32 @@ class _Update:
 @dataclass
 class _UpdateState:
     """An update's weights, AdamW state and schedule, copied before it steps (on the device:
-    about three times its model's size), so that a step dropped afterwards can undo it."""
+    about three times its model's size), so that a step dropped afterwards can undo it. The
+    tensors are cloned one by one: a deepcopy of the optimizer's state_dict costs as much again
+    in Python on every step."""
     weights: list[torch.Tensor]
-    optimizer: dict
+    moments: dict  # the optimizer's per-parameter state (step, exp_avg, exp_avg_sq), cloned
+    groups: list[dict]  # its hyperparameters per group (the schedule sets their lr)
     scheduler: dict
 
     @classmethod
+    @torch.no_grad()
     def of(cls, update: _Update) -> _UpdateState:
+        optimizer = update.optimizer
         return cls([p.detach().clone() for p in update.module.parameters()],
-                   copy.deepcopy(update.optimizer.state_dict()), copy.deepcopy(update.scheduler.state_dict()))
+                   {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+                    for p, s in optimizer.state.items()},
+                   [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups],
+                   copy.deepcopy(update.scheduler.state_dict()))
 
     @torch.no_grad()
     def restore(self, update: _Update) -> None:
         for parameter, saved in zip(update.module.parameters(), self.weights):
             parameter.copy_(saved)
-        update.optimizer.load_state_dict(self.optimizer)
+        update.optimizer.state.clear()
+        update.optimizer.state.update(self.moments)
+        for group, saved in zip(update.optimizer.param_groups, self.groups):
+            group.update(saved)
         update.scheduler.load_state_dict(self.scheduler)
 
 
