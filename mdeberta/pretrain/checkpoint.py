@@ -176,16 +176,16 @@ def save_checkpoint(root: Path, progress: Progress, *, model: RTDModel, updates,
                       SCHEDULERS: {update.name: update.scheduler.state_dict() for update in updates},
                       RNG: rng_states()}
     tokenizer_files = [tokenizer / name for name in TOKENIZER_FILES if (tokenizer / name).is_file()]
-    needed = (tensor_bytes(model.state_dict()) + tensor_bytes(training_state)
-              + sum(path.stat().st_size for path in tokenizer_files))
+    model_bytes, state_bytes = tensor_bytes(model.state_dict()), tensor_bytes(training_state)
+    needed = model_bytes + state_bytes + sum(path.stat().st_size for path in tokenizer_files)
     root.mkdir(parents=True, exist_ok=True)
     require_room(root, needed, f"checkpoint step-{progress.step}")
     with writing(tmp, needed, partial=tmp):
         tmp.mkdir()
-        with writing(tmp / MODEL, tensor_bytes(model.state_dict())):
+        with writing(tmp / MODEL, model_bytes):
             safetensors.torch.save_model(model, str(tmp / MODEL))
         write_json_atomic(tmp / DESCRIPTION, rtd_description(model))
-        with writing(tmp / TRAINING_STATE, tensor_bytes(training_state)), \
+        with writing(tmp / TRAINING_STATE, state_bytes), \
                 open(tmp / TRAINING_STATE, "wb") as file:  # a file object: torch then raises the OSError
             torch.save(training_state, file)
         write_json_atomic(tmp / DATA_STATE, progress.data_state)
